@@ -78,7 +78,7 @@ class DatasetConfig:
     preset: str = "default"
     render: RenderSettings = field(default_factory=lambda: PRESETS["default"])
 
-    def validate(self) -> "DatasetConfig":
+    def validate(self) -> DatasetConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
         unknown = set(self.counts) - set(SPLITS)

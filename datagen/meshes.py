@@ -88,9 +88,7 @@ def normalise(vertices: np.ndarray, triangles: np.ndarray, source: str) -> Mesh:
     if not np.isfinite(v).all():
         raise MeshError(f"{source}: vertex coordinates contain NaN or infinity")
     if t.min() < 0 or t.max() >= len(v):
-        raise MeshError(
-            f"{source}: face refers to vertex {int(t.max())} but the mesh has {len(v)} vertices"
-        )
+        raise MeshError(f"{source}: face refers to vertex {int(t.max())} but the mesh has {len(v)} vertices")
     lo, hi = v.min(axis=0), v.max(axis=0)
     extent = float((hi - lo).max())
     if extent <= 0:
@@ -227,9 +225,13 @@ class MeshLibrary:
             with np.load(path) as z:
                 mesh = Mesh(z["vertices"], z["triangles"])
         except (OSError, KeyError, ValueError) as exc:
-            raise MeshError(f"{path}: unreadable library mesh ({exc}); rebuild with `datagen assets --force`") from None
+            raise MeshError(
+                f"{path}: unreadable library mesh ({exc}); rebuild with `datagen assets --force`"
+            ) from None
         if mesh.digest() != entry["sha256"]:
-            raise MeshError(f"{path}: contents do not match library.json; rebuild with `datagen assets --force`")
+            raise MeshError(
+                f"{path}: contents do not match library.json; rebuild with `datagen assets --force`"
+            )
         return mesh
 
     def check(self, shapes: list[str] | tuple[str, ...]) -> None:
@@ -254,7 +256,9 @@ def load_library(root: Path | None = None) -> MeshLibrary:
     try:
         entries = json.loads(index.read_text())["meshes"]
     except (ValueError, KeyError) as exc:
-        raise MeshError(f"{index}: corrupt library index ({exc}); rebuild with `datagen assets --force`") from None
+        raise MeshError(
+            f"{index}: corrupt library index ({exc}); rebuild with `datagen assets --force`"
+        ) from None
     return MeshLibrary(root, entries)
 
 
@@ -264,10 +268,14 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def add_to_library(name: str, mesh: Mesh, source: str, root: Path | None = None, word: str | None = None) -> dict:
+def add_to_library(
+    name: str, mesh: Mesh, source: str, root: Path | None = None, word: str | None = None
+) -> dict:
     """Store ``mesh`` as class ``name``; ``word`` is what sentences call it (default: name)."""
     if not re.fullmatch(r"[a-z][a-z0-9_-]*", name):
-        raise MeshError(f"shape name {name!r}: use lowercase letters, digits, '-' or '_', starting with a letter")
+        raise MeshError(
+            f"shape name {name!r}: use lowercase letters, digits, '-' or '_', starting with a letter"
+        )
     word = word or name.replace("_", " ")
     if not re.fullmatch(r"[a-z][a-z0-9 -]*", word) or '"' in word:
         raise MeshError(f"shape word {word!r}: use lowercase letters, digits, spaces or '-'")
@@ -289,11 +297,15 @@ def add_to_library(name: str, mesh: Mesh, source: str, root: Path | None = None,
         "n_triangles": int(len(mesh.triangles)),
     }
     entries = dict(lib.entries, **{name: entry})
-    _atomic_write_bytes(root / "library.json", json.dumps({"meshes": entries}, indent=2, sort_keys=True).encode())
+    _atomic_write_bytes(
+        root / "library.json", json.dumps({"meshes": entries}, indent=2, sort_keys=True).encode()
+    )
     return entry
 
 
-def register(name: str, path: Path, root: Path | None = None, word: str | None = None, object_name: str | None = None) -> dict:
+def register(
+    name: str, path: Path, root: Path | None = None, word: str | None = None, object_name: str | None = None
+) -> dict:
     mesh = read_mesh_file(Path(path), object_name)
     return add_to_library(name, mesh, f"user file {Path(path).resolve()}", root, word)
 
@@ -318,7 +330,9 @@ def _deb_path(package: str, workdir: Path, deb_dir: Path | None) -> Path:
         (lists / "partial").mkdir(parents=True, exist_ok=True)
         opt = [f"-oDir::State::Lists={lists}"]
         subprocess.run(["apt-get", *opt, "update"], cwd=workdir, capture_output=True, text=True)
-        res = subprocess.run(["apt-get", *opt, "download", package], cwd=workdir, capture_output=True, text=True)
+        res = subprocess.run(
+            ["apt-get", *opt, "download", package], cwd=workdir, capture_output=True, text=True
+        )
     found = sorted(workdir.glob(f"{package}_*.deb"))
     if res.returncode != 0 or not found:
         raise MeshError(
@@ -350,8 +364,9 @@ def teapot_mesh(script: Path, resolution: int = 8) -> tuple[np.ndarray, np.ndarr
     return weld(v, triangulate([list(f) for f in faces]))
 
 
-def build_library(root: Path | None = None, force: bool = False, deb_dir: Path | None = None,
-                  log=print) -> MeshLibrary:
+def build_library(
+    root: Path | None = None, force: bool = False, deb_dir: Path | None = None, log=print
+) -> MeshLibrary:
     """Build the default classes (DEFAULT_SHAPES) into the library; keeps existing entries."""
     lib = load_library(root)
     todo = [s for s in DEFAULT_SHAPES if force or s not in lib.entries]
@@ -387,7 +402,10 @@ def build_library(root: Path | None = None, force: bool = False, deb_dir: Path |
             if not script.is_file():
                 raise MeshError(f"{deb}: has no {TEAPOT_SCRIPT}")
             v, t = teapot_mesh(script)
-            entry = add_to_library("teapot", normalise(v, t, TEAPOT_SCRIPT), f"debian {deb.name}:{TEAPOT_SCRIPT}", root)
-            log(f"  {'teapot':10s} {entry['n_vertices']:6d} vertices  <- Bezier patches of {Path(TEAPOT_SCRIPT).name}")
+            entry = add_to_library(
+                "teapot", normalise(v, t, TEAPOT_SCRIPT), f"debian {deb.name}:{TEAPOT_SCRIPT}", root
+            )
+            log(
+                f"  {'teapot':10s} {entry['n_vertices']:6d} vertices  <- Bezier patches of {Path(TEAPOT_SCRIPT).name}"
+            )
     return load_library(root)
-

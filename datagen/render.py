@@ -105,8 +105,7 @@ def configure_device(bpy, scene, device: str) -> str:
 class SceneRenderer:
     """Build the scene once; ``render(params, seed)`` returns an RGB uint8 image."""
 
-    def __init__(self, settings: RenderSettings, meshes: list[Mesh], device: str = "cpu",
-                 threads: int = 0):
+    def __init__(self, settings: RenderSettings, meshes: list[Mesh], device: str = "cpu", threads: int = 0):
         self.settings = settings
         bpy = self.bpy = import_bpy()
         bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -149,6 +148,9 @@ class SceneRenderer:
         scene.collection.objects.link(area)
 
         self.meshes = [_mesh_datablock(bpy, f"shape{i}", m) for i, m in enumerate(meshes)]
+        # Blender's obj.dimensions (local bounding box x scale, rotation ignored) is only
+        # updated by a depsgraph evaluation, so compute it from the vertices instead.
+        self.max_dims = [float(np.ptp(m.vertices, axis=0).max()) * OBJECT_SCALE for m in meshes]
         self.object_material, self.object_bsdf = _rubber(bpy, "ObjectRubber")
         for data in self.meshes:
             data.materials.append(self.object_material)
@@ -214,9 +216,7 @@ class SceneRenderer:
         obj.rotation_euler = p.rotation_euler
         self.object_bsdf.inputs["Base Color"].default_value = (*p.object_rgb, 1.0)
         self.ground_bsdf.inputs["Base Color"].default_value = (*p.background_rgb, 1.0)
-        # Every normalised mesh has max extent 2, so the scaled object's largest dimension is
-        # the same for all shapes and poses (Blender's dimensions ignore rotation).
-        max_dim = max(obj.dimensions) if obj.dimensions[0] else OBJECT_SCALE * 2.0
+        max_dim = self.max_dims[p.shape]
         self.ground.location = (0.0, 0.0, -max_dim)
         self.spot.location = (
             SPOT_ORBIT * math.sin(p.spotlight_theta),

@@ -8,8 +8,8 @@ index; ``samples`` is the first stage of the pipeline (indices -> records).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -82,6 +82,8 @@ def sample(config: DatasetConfig, split: str, index: int, shape_words: tuple[str
     )
 
 
-def samples(config: DatasetConfig, split: str, indices: Iterable[int], shape_words: tuple[str, ...]) -> Iterator[Sample]:
+def samples(
+    config: DatasetConfig, split: str, indices: Iterable[int], shape_words: tuple[str, ...]
+) -> Iterator[Sample]:
     for i in indices:
         yield sample(config, split, i, shape_words)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Sequence
+from functools import cache
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class Palette:
     rgb: np.ndarray  # (n, 3) float64, matplotlib.colors.to_rgb of each name
 
 
-@lru_cache(maxsize=None)
+@cache
 def palettes() -> tuple[Palette, ...]:
     """The three palettes in a fixed order, names in matplotlib's dict order."""
     import matplotlib.colors as mcolors
@@ -58,13 +58,13 @@ def palettes() -> tuple[Palette, ...]:
     return tuple(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def all_colour_names() -> tuple[str, ...]:
     """Sorted union of every palette's names; ``object_color_index`` indexes this tuple."""
     return tuple(sorted({n for p in palettes() for n in p.colour_names}))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _colour_index() -> dict[str, int]:
     return {n: i for i, n in enumerate(all_colour_names())}
 
@@ -78,9 +78,7 @@ def colour_index(name: str) -> int:
 
 def palette_digest() -> str:
     """sha256 of the palette tables, recorded in the manifest so a changed matplotlib shows."""
-    blob = json.dumps(
-        [[p.name, list(p.colour_names), p.rgb.round(8).tolist()] for p in palettes()]
-    )
+    blob = json.dumps([[p.name, list(p.colour_names), p.rgb.round(8).tolist()] for p in palettes()])
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
@@ -116,7 +114,7 @@ class ParsedSentence:
     colour_name: str
 
 
-@lru_cache(maxsize=None)
+@cache
 def _template_regexes() -> tuple[re.Pattern, ...]:
     out = []
     for t in TEMPLATES:

@@ -1,0 +1,202 @@
+"""``datagen validate ROOT``: check a dataset against its manifest and its own grammar.
+
+Checks, per split: the shard files, sample counts and sha256 listed in the manifest; that
+every sample decodes (PNG of the configured resolution, sentence, JSON); that keys and
+indices run consecutively; that the latents are exactly what the sampler draws for
+(seed, split, index) and lie in their domains; that every sentence parses back to its latents
+(template = phrasing, shape word, positions, colour name and index); that each colour name is
+the nearest in its palette; and that hues match the colour mode (causal: in
+[xpos/3, (xpos+1)/3)). Any failure gives a non-zero exit and a readable report.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datagen import io
+from datagen.config import ConfigError, config_from_json
+from datagen.factors import FACTORS, factors_of
+from datagen.progress import Progress
+from datagen.sampling import sample
+from datagen.text import colour_index, nearest_colour_name, palette_by_name, palette_digest, parse_sentence
+
+MAX_LISTED = 10
+
+
+@dataclass
+class Report:
+    root: Path
+    checked: Counter = field(default_factory=Counter)
+    failures: dict[str, list[str]] = field(default_factory=dict)
+
+    def fail(self, check: str, message: str) -> None:
+        self.failures.setdefault(check, []).append(message)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def text(self) -> str:
+        lines = [f"validate {self.root}"]
+        for what, n in sorted(self.checked.items()):
+            lines.append(f"  checked {n:7d} {what}")
+        if self.ok:
+            lines.append("OK: every check passed")
+        else:
+            total = sum(len(v) for v in self.failures.values())
+            lines.append(f"FAILED: {total} problem(s)")
+            for check, msgs in self.failures.items():
+                lines.append(f"  [{check}] {len(msgs)} problem(s)")
+                lines += [f"    - {m}" for m in msgs[:MAX_LISTED]]
+                if len(msgs) > MAX_LISTED:
+                    lines.append(f"    ... and {len(msgs) - MAX_LISTED} more")
+        return "\n".join(lines)
+
+
+def validate(root: Path, progress: bool = True) -> Report:
+    root = Path(root)
+    report = Report(root)
+    try:
+        manifest = io.read_manifest(root)
+        config = config_from_json(manifest["config"])
+    except (io.DatasetError, ConfigError, KeyError) as exc:
+        report.fail("manifest", str(exc))
+        return report
+    if not manifest.get("complete"):
+        report.fail("manifest", "manifest is not finalised (complete: false); run `datagen finalize`")
+    if manifest["palettes"]["sha256"] != palette_digest():
+        report.fail(
+            "palettes", "this matplotlib's colour tables differ from the ones the dataset was made with"
+        )
+    words = tuple(manifest["shape_words"])
+    # Converted published data was not drawn by our sampler (and has no render seeds).
+    check_sampler = manifest.get("origin", {}).get("type") != "published"
+    total = sum(manifest["counts"].values())
+    bar = Progress(total, "validate", "samples", enabled=progress)
+    for split in config.splits:
+        listed = {s["file"]: s for s in manifest.get("shards", {}).get(split, [])}
+        on_disk = {f"{split}/{p.name}" for p in sorted((root / split).glob("shard-*.tar"))}
+        for extra in sorted(on_disk - set(listed)):
+            report.fail("shards", f"{extra}: on disk but not in the manifest")
+        expected_index = 0
+        for rel in sorted(listed):
+            entry, path = listed[rel], root / rel
+            if not path.is_file():
+                report.fail("shards", f"{rel}: listed in the manifest but missing")
+                continue
+            if io.sha256_file(path) != entry["sha256"]:
+                report.fail("sha256", f"{rel}: sha256 differs from the manifest")
+            report.checked["shards"] += 1
+            n = 0
+            try:
+                for rec in io.read_shard(path):
+                    _check_sample(rec, rel, split, expected_index, config, words, report, check_sampler)
+                    expected_index += 1
+                    n += 1
+                    bar.update(1)
+            except io.DatasetError as exc:
+                report.fail("decode", str(exc))
+            if n != entry["count"]:
+                report.fail("counts", f"{rel}: {n} samples, manifest says {entry['count']}")
+        if expected_index != manifest["counts"][split]:
+            report.fail(
+                "counts", f"{split}: {expected_index} samples, manifest says {manifest['counts'][split]}"
+            )
+    return report
+
+
+def _check_sample(
+    rec, rel, split, expected_index, config, words, report: Report, check_sampler: bool
+) -> None:
+    where = f"{rel}:{rec['key']}"
+    meta = rec["json"]
+    report.checked["samples"] += 1
+    if (
+        meta.get("index") != expected_index
+        or rec["key"] != f"{expected_index:06d}"
+        or meta.get("split") != split
+    ):
+        report.fail(
+            "order",
+            f"{where}: expected {split} index {expected_index}, found index {meta.get('index')} key {rec['key']}",
+        )
+        return
+    try:
+        image = io.decode_png(rec["png"], where)
+        r = config.render.resolution
+        if image.shape != (r, r, 3):
+            report.fail("image", f"{where}: image is {image.shape}, expected ({r}, {r}, 3)")
+    except io.DatasetError as exc:
+        report.fail("image", str(exc))
+    for modality in ("image", "text"):
+        cols = [f.name for f in factors_of(modality)]
+        if sorted(meta.get(modality, {})) != sorted(cols):
+            report.fail(
+                "schema",
+                f"{where}: {modality} latents have keys {sorted(meta.get(modality, {}))}, expected {cols}",
+            )
+            return
+    img, txt = meta["image"], meta["text"]
+    for f in FACTORS:
+        v = img.get(f.name, txt.get(f.name))
+        if f.kind == "continuous" and not (0.0 <= v <= 1.0):
+            report.fail("domain", f"{where}: {f.name}={v} outside [0, 1]")
+        if f.kind == "discrete" and f.name != "object_color_index":
+            n = len(config.shapes) if f.name == "object_shape" else f.n_values
+            if not (isinstance(v, int) and 0 <= v < n):
+                report.fail("domain", f"{where}: {f.name}={v!r} not in 0..{n - 1}")
+    for name in ("object_shape", "object_xpos", "object_ypos", "object_zpos"):
+        if img[name] != txt[name]:
+            report.fail(
+                "shared", f"{where}: {name} differs between image ({img[name]}) and text ({txt[name]})"
+            )
+    expected = sample(config, split, expected_index, words) if check_sampler else None
+    if (
+        expected is not None
+        and expected.image != img
+        or expected.text != txt
+        or expected.render_seed != meta.get("render_seed")
+    ):
+        report.fail(
+            "sampler",
+            f"{where}: latents differ from what the sampler draws for (seed {config.seed}, {split}, {expected_index})",
+        )
+    report.checked["sentences"] += 1
+    try:
+        parsed = parse_sentence(rec["txt"])
+    except ValueError as exc:
+        report.fail("sentence", f"{where}: {exc}")
+        return
+    checks = {
+        "text_phrasing": (parsed.template, txt["text_phrasing"]),
+        "shape word": (
+            parsed.shape_word,
+            words[txt["object_shape"]] if 0 <= txt["object_shape"] < len(words) else None,
+        ),
+        "object_xpos": (parsed.xpos, txt["object_xpos"]),
+        "object_ypos": (parsed.ypos, txt["object_ypos"]),
+        "object_color_name": (parsed.colour_name, txt["object_color_name"]),
+    }
+    for what, (got, want) in checks.items():
+        if got != want:
+            report.fail("sentence", f"{where}: sentence says {what} {got!r}, latents say {want!r}")
+    try:
+        if colour_index(txt["object_color_name"]) != txt["object_color_index"]:
+            report.fail(
+                "colour",
+                f"{where}: object_color_index {txt['object_color_index']} is not the index of {txt['object_color_name']!r}",
+            )
+        palette = palette_by_name(meta.get("palette"))
+        nearest = nearest_colour_name(img["object_color"], palette)
+        if nearest != txt["object_color_name"]:
+            report.fail(
+                "colour",
+                f"{where}: {txt['object_color_name']!r} is not the nearest {palette.name} name to hue {img['object_color']:.4f} ({nearest!r} is)",
+            )
+    except ValueError as exc:
+        report.fail("colour", f"{where}: {exc}")
+    hue, x = img["object_color"], img["object_xpos"]
+    if config.colour_mode == "causal" and not (x / 3 <= hue < (x + 1) / 3):
+        report.fail("hue", f"{where}: causal mode needs hue in [{x}/3, {x + 1}/3), got {hue:.4f}")
