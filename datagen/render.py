@@ -52,7 +52,8 @@ class RenderError(RuntimeError):
 def _rubber(bpy, name: str):
     """Diffuse-dominant, low-gloss material (the "rubber" of CLEVR-style scenes)."""
     mat = bpy.data.materials.new(name)
-    mat.use_nodes = True
+    if mat.node_tree is None:  # Blender < 5 creates materials without nodes
+        mat.use_nodes = True
     bsdf = mat.node_tree.nodes["Principled BSDF"]
     bsdf.inputs["Roughness"].default_value = 0.9
     bsdf.inputs["Specular IOR Level"].default_value = 0.1
@@ -120,7 +121,8 @@ class SceneRenderer:
         scene.view_settings.view_transform = "Standard"
         scene.view_settings.look = "None"
         world = bpy.data.worlds.new("World")
-        world.use_nodes = True
+        if world.node_tree is None:
+            world.use_nodes = True
         world.node_tree.nodes["Background"].inputs["Strength"].default_value = 0.0
         scene.world = world
 

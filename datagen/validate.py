@@ -153,11 +153,8 @@ def _check_sample(
                 "shared", f"{where}: {name} differs between image ({img[name]}) and text ({txt[name]})"
             )
     expected = sample(config, split, expected_index, words) if check_sampler else None
-    if (
-        expected is not None
-        and expected.image != img
-        or expected.text != txt
-        or expected.render_seed != meta.get("render_seed")
+    if expected is not None and (
+        expected.image != img or expected.text != txt or expected.render_seed != meta.get("render_seed")
     ):
         report.fail(
             "sampler",
