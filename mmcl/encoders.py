@@ -1,0 +1,243 @@
+"""Image and text encoders g_phi1, g_phi2 of Eq. 8.1/8.2 (seed 003, Table A.2b).
+
+Each encoder is a *backbone* (observation -> feature vector) followed by a *head* (features ->
+representation), so the same backbone can end in
+
+* :class:`LinearHead` -- the deterministic encoding of size ``encoding_size`` used by the
+  contrastive objective, or
+* :class:`GaussianHead` -- the mean and log-variance of a Gaussian posterior, as the DMVAE
+  (seed 003 ch. 9) needs for q(c | x_i) and q(m_i | x_i).
+
+Backbones (random initialisation, nothing is downloaded):
+
+* image: torchvision ResNet-18 whose classifier outputs ``hidden_size`` (100) features; the
+  head applies LeakyReLU then Linear (upstream ``encoder_img``).
+* text, ``convnet``: token embeddings (padding id 0 -> zero vector) laid out as a
+  ``max_length x embedding_dim`` plane, three strided 4x4 convolutions with batch norm and
+  ReLU, flattened; with the linear head that is the "4-layer ConvNet" of Table A.2b (upstream
+  ``TextEncoder2D``). Shorter inputs are padded to ``max_length`` inside, so a sentence's
+  encoding does not depend on how much padding it arrived with.
+* text, ``transformer``: any ``transformers`` encoder built from a config dict (random init),
+  attention-masked over padding, mean-pooled over real tokens.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HeadKind = Literal["linear", "gaussian"]
+TextBackbone = Literal["convnet", "transformer"]
+
+
+class Posterior(NamedTuple):
+    """Diagonal Gaussian parameters output by :class:`GaussianHead`."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+
+
+def check_encoding_size(encoding_size: int) -> None:
+    if not isinstance(encoding_size, int) or isinstance(encoding_size, bool) or encoding_size < 1:
+        raise ValueError(
+            f"encoding_size must be a positive integer (the number of latent dimensions), "
+            f"got {encoding_size!r}"
+        )
+
+
+# ----------------------------------------------------------------------------- heads
+class LinearHead(nn.Module):
+    """Optional LeakyReLU, then Linear(in_features, encoding_size)."""
+
+    def __init__(self, in_features: int, encoding_size: int, activation: bool = True):
+        super().__init__()
+        check_encoding_size(encoding_size)
+        self.encoding_size = encoding_size
+        self.activation = nn.LeakyReLU() if activation else nn.Identity()
+        self.linear = nn.Linear(in_features, encoding_size)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(self.activation(h))
+
+
+class GaussianHead(nn.Module):
+    """Optional LeakyReLU, then one Linear to ``2 * encoding_size``: (mean, log-variance)."""
+
+    def __init__(self, in_features: int, encoding_size: int, activation: bool = True):
+        super().__init__()
+        check_encoding_size(encoding_size)
+        self.encoding_size = encoding_size
+        self.activation = nn.LeakyReLU() if activation else nn.Identity()
+        self.linear = nn.Linear(in_features, 2 * encoding_size)
+
+    def forward(self, h: torch.Tensor) -> Posterior:
+        mean, logvar = self.linear(self.activation(h)).chunk(2, dim=-1)
+        return Posterior(mean, logvar)
+
+
+def make_head(kind: HeadKind, in_features: int, encoding_size: int, activation: bool) -> nn.Module:
+    if kind == "linear":
+        return LinearHead(in_features, encoding_size, activation)
+    if kind == "gaussian":
+        return GaussianHead(in_features, encoding_size, activation)
+    raise ValueError(f"head must be 'linear' or 'gaussian', got {kind!r}")
+
+
+class Encoder(nn.Module):
+    """``head(backbone(x))``; ``backbone.out_features`` is the feature size."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.backbone, self.head = backbone, head
+
+    @property
+    def encoding_size(self) -> int:
+        return self.head.encoding_size
+
+    def features(self, *args, **kwargs) -> torch.Tensor:
+        return self.backbone(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        return self.head(self.backbone(*args, **kwargs))
+
+
+# ----------------------------------------------------------------------------- image
+class ResNet18Backbone(nn.Module):
+    """torchvision ResNet-18 (random init) whose last layer outputs ``hidden_size`` features."""
+
+    def __init__(self, hidden_size: int = 100, channels_last: bool = False):
+        super().__init__()
+        from torchvision.models import resnet18
+
+        if hidden_size < 1:
+            raise ValueError(f"hidden_size must be >= 1, got {hidden_size}")
+        self.net = resnet18(weights=None, num_classes=hidden_size)
+        self.out_features = hidden_size
+        self.channels_last = channels_last
+        if channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image encoder expects (batch, 3, H, W) images, got shape {tuple(image.shape)}")
+        if self.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        return self.net(image)
+
+
+def image_encoder(
+    encoding_size: int, hidden_size: int = 100, head: HeadKind = "linear", channels_last: bool = False
+) -> Encoder:
+    """ResNet-18 -> ``hidden_size`` -> LeakyReLU -> Linear(encoding_size) (upstream ``encoder_img``)."""
+    check_encoding_size(encoding_size)
+    backbone = ResNet18Backbone(hidden_size, channels_last)
+    return Encoder(backbone, make_head(head, hidden_size, encoding_size, activation=True))
+
+
+# ----------------------------------------------------------------------------- text
+def _check_tokens(ids: torch.Tensor, max_length: int, vocab_size: int) -> None:
+    if ids.ndim != 2:
+        raise ValueError(f"text encoder expects (batch, length) token ids, got shape {tuple(ids.shape)}")
+    if ids.shape[1] > max_length:
+        raise ValueError(
+            f"text has {ids.shape[1]} tokens; this encoder accepts at most max_length={max_length}"
+        )
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"text encoder expects integer token ids, got {ids.dtype}")
+
+
+class TextConvNetBackbone(nn.Module):
+    """Embedding plane -> 3 x (Conv2d 4x4 stride 2, BatchNorm, ReLU) -> flatten."""
+
+    def __init__(
+        self, vocab_size: int, max_length: int, embedding_dim: int = 128, fbase: int = 25, pad_id: int = 0
+    ):
+        super().__init__()
+        if max_length < 8:
+            raise ValueError(f"max_length must be >= 8 for three stride-2 convolutions, got {max_length}")
+        self.vocab_size, self.max_length, self.pad_id = vocab_size, max_length, pad_id
+        self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
+        layers: list[nn.Module] = []
+        c_in = 1
+        for c_out in (fbase, 2 * fbase, 4 * fbase):
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            c_in = c_out
+        self.convnet = nn.Sequential(*layers)
+        h, w = max_length, embedding_dim
+        for _ in range(3):
+            h, w = (h - 2) // 2 + 1, (w - 2) // 2 + 1
+        self.out_features = 4 * fbase * h * w
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        _check_tokens(ids, self.max_length, self.vocab_size)
+        if ids.shape[1] < self.max_length:
+            ids = F.pad(ids, (0, self.max_length - ids.shape[1]), value=self.pad_id)
+        # padding_idx gives pad tokens a zero (and never-trained) embedding: padding is masked.
+        x = self.embedding(ids).unsqueeze(1)
+        return self.convnet(x).flatten(1)
+
+
+class TransformerBackbone(nn.Module):
+    """A ``transformers`` encoder from a config dict (random init), mean-pooled over real tokens."""
+
+    def __init__(self, vocab_size: int, max_length: int, config: dict | None = None, pad_id: int = 0):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        cfg = {
+            "model_type": "bert",
+            "hidden_size": 128,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "intermediate_size": 256,
+            "hidden_dropout_prob": 0.0,
+            "attention_probs_dropout_prob": 0.0,
+        }
+        cfg.update(config or {})
+        model_type = cfg.pop("model_type")
+        cfg.update(
+            vocab_size=vocab_size,
+            pad_token_id=pad_id,
+            max_position_embeddings=max(max_length, int(cfg.get("max_position_embeddings", 0))),
+        )
+        try:
+            hf_config = AutoConfig.for_model(model_type, **cfg)
+        except ValueError as exc:
+            raise ValueError(f"text transformer config: {exc}") from None
+        self.model = AutoModel.from_config(hf_config)
+        self.vocab_size, self.max_length, self.pad_id = vocab_size, max_length, pad_id
+        self.out_features = hf_config.hidden_size
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        _check_tokens(ids, self.max_length, self.vocab_size)
+        mask = ids != self.pad_id
+        hidden = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def text_encoder(
+    vocab_size: int,
+    max_length: int,
+    encoding_size: int,
+    backbone: TextBackbone = "convnet",
+    head: HeadKind = "linear",
+    embedding_dim: int = 128,
+    fbase: int = 25,
+    transformer_config: dict | None = None,
+) -> Encoder:
+    """Text encoder over token ids (B, L <= max_length), pad id 0."""
+    check_encoding_size(encoding_size)
+    if vocab_size < 4:
+        raise ValueError(f"vocab_size must be >= 4 (3 special tokens and a word), got {vocab_size}")
+    if backbone == "convnet":
+        bb: nn.Module = TextConvNetBackbone(vocab_size, max_length, embedding_dim, fbase)
+        # upstream: the flattened conv features go straight into the output Linear
+        return Encoder(bb, make_head(head, bb.out_features, encoding_size, activation=False))
+    if backbone == "transformer":
+        bb = TransformerBackbone(vocab_size, max_length, transformer_config)
+        return Encoder(bb, make_head(head, bb.out_features, encoding_size, activation=False))
+    raise ValueError(f"text backbone must be 'convnet' or 'transformer', got {backbone!r}")
