@@ -14,8 +14,15 @@ from datagen import io
 from datagen._bpy import BlenderUnavailable
 from datagen.config import SPLITS, ConfigError, load_config, make_config
 from datagen.meshes import MeshError
+from datagen.render import RenderError
 
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, MeshError, io.DatasetError, BlenderUnavailable)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    MeshError,
+    io.DatasetError,
+    BlenderUnavailable,
+    RenderError,
+)
 
 
 def _parse_counts(text: str) -> dict[str, int]:

@@ -42,6 +42,8 @@ class RenderSettings:
     samples: int = 512
     denoise: bool = True
     denoiser: str = "OPENIMAGEDENOISE"
+    denoise_quality: str = "HIGH"  # OpenImageDenoise: HIGH (Blender's default), BALANCED, FAST
+    denoise_prefilter: str = "ACCURATE"  # albedo/normal prefilter: ACCURATE, FAST, NONE
     max_bounces: int = 0
     blur_glossy: float = 2.0
     adaptive_threshold: float = 0.01  # Cycles' default adaptive-sampling noise threshold
@@ -56,6 +58,14 @@ class RenderSettings:
             raise ConfigError(f"render.samples must be >= 1, got {self.samples}")
         if self.max_bounces < 0:
             raise ConfigError(f"render.max_bounces must be >= 0, got {self.max_bounces}")
+        if self.denoise_quality not in ("HIGH", "BALANCED", "FAST"):
+            raise ConfigError(
+                f"render.denoise_quality must be HIGH, BALANCED or FAST, got {self.denoise_quality!r}"
+            )
+        if self.denoise_prefilter not in ("ACCURATE", "FAST", "NONE"):
+            raise ConfigError(
+                f"render.denoise_prefilter must be ACCURATE, FAST or NONE, got {self.denoise_prefilter!r}"
+            )
         if self.denoiser not in ("OPENIMAGEDENOISE", "OPTIX"):
             raise ConfigError(f"render.denoiser must be OPENIMAGEDENOISE or OPTIX, got {self.denoiser!r}")
 

@@ -114,6 +114,18 @@ def _tar_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
+def _write_tar(fileobj, records: Iterable[dict]) -> int:
+    count = 0
+    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for rec in records:
+            key = rec["key"]
+            _tar_member(tar, f"{key}.png", rec["png"])
+            _tar_member(tar, f"{key}.txt", rec["txt"].encode())
+            _tar_member(tar, f"{key}.json", json.dumps(rec["json"], sort_keys=True).encode())
+            count += 1
+    return count
+
+
 def write_shard(path: Path, records: Iterable[dict]) -> dict:
     """Write records ``{"key", "png": bytes, "txt": str, "json": dict}`` as one shard.
 
@@ -121,16 +133,9 @@ def write_shard(path: Path, records: Iterable[dict]) -> dict:
     """
     path = Path(path)
     tmp = _tmp_name(path)
-    count = 0
     try:
         with open(tmp, "wb") as f:
-            with tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for rec in records:
-                    key = rec["key"]
-                    _tar_member(tar, f"{key}.png", rec["png"])
-                    _tar_member(tar, f"{key}.txt", rec["txt"].encode())
-                    _tar_member(tar, f"{key}.json", json.dumps(rec["json"], sort_keys=True).encode())
-                    count += 1
+            count = _write_tar(f, records)
             f.flush()
             os.fsync(f.fileno())
         digest = sha256_file(tmp)
@@ -139,6 +144,13 @@ def write_shard(path: Path, records: Iterable[dict]) -> dict:
         tmp.unlink(missing_ok=True)
         raise
     return {"count": count, "sha256": digest}
+
+
+def shard_bytes(records: Iterable[dict]) -> bytes:
+    """The exact bytes ``write_shard`` would write, in memory (for remote workers)."""
+    buf = io.BytesIO()
+    _write_tar(buf, records)
+    return buf.getvalue()
 
 
 def read_shard(path: Path) -> Iterator[dict]:

@@ -334,10 +334,11 @@ def generate(
     root = Path(root)
     library = load_library(mesh_root)
     header = manifest_header(config, library)
-    if backend == "local":
-        from datagen._bpy import import_bpy
+    if backend == "local" or not ray_address:
+        # Fail before anything is written when Blender or the requested GPU is missing.
+        from datagen.render import probe_device
 
-        import_bpy()  # fail before anything is written when Blender is missing
+        probe_device(device)
     all_tasks = plan_shards(config)
     selected = all_tasks[parse_shard_range(shards, len(all_tasks))] if shards else all_tasks
     prepare_root(root, header, overwrite)

@@ -103,6 +103,12 @@ def configure_device(bpy, scene, device: str) -> str:
     )
 
 
+def probe_device(device: str) -> str:
+    """Import Blender and check that ``device`` can render; returns the Cycles backend."""
+    bpy = import_bpy()
+    return configure_device(bpy, bpy.context.scene, device)
+
+
 class SceneRenderer:
     """Build the scene once; ``render(params, seed)`` returns an RGB uint8 image."""
 
@@ -192,6 +198,8 @@ class SceneRenderer:
         cyc.adaptive_threshold = s.adaptive_threshold
         cyc.use_denoising = s.denoise
         cyc.denoiser = s.denoiser
+        cyc.denoising_quality = s.denoise_quality
+        cyc.denoising_prefilter = s.denoise_prefilter
         cyc.max_bounces = s.max_bounces
         cyc.blur_glossy = s.blur_glossy
         cyc.use_light_tree = s.light_tree

@@ -91,3 +91,9 @@ def test_missing_bpy_is_one_clear_sentence(tmp_path, mesh_library):
     assert "cannot import bpy" in res.stderr and "pip install bpy==5.0.1" in res.stderr
     assert "Traceback" not in res.stderr
     assert not (tmp_path / "ds").exists()
+
+
+def test_gpu_device_without_gpu_fails_clearly(tmp_path, capsys, mesh_library):
+    rc, err = run(["generate", str(tmp_path / "ds"), *TINY, "--device", "gpu"], capsys)
+    assert rc == 2 and "--device gpu: Cycles finds no GPU" in err
+    assert not (tmp_path / "ds").exists()

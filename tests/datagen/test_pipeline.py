@@ -81,3 +81,9 @@ def test_shard_range_jobs_then_finalize(tiny_dataset, tiny_config, tmp_path):
     generate(tiny_config, tmp_path, shards=f"2:{n}", progress=False, log=lambda m: None)
     manifest = finalize(tmp_path)
     assert manifest["complete"] and shard_bytes(tmp_path) == shard_bytes(tiny_dataset)
+
+
+def test_ray_backend_gives_the_same_bytes(tiny_dataset, tiny_config, tmp_path):
+    generate(tiny_config, tmp_path, workers=2, backend="ray", progress=False, log=lambda m: None)
+    assert shard_bytes(tmp_path) == shard_bytes(tiny_dataset)
+    assert io.read_manifest(tmp_path)["complete"]
