@@ -8,11 +8,13 @@
   scored on the validation set each validation epoch (accuracy for discrete factors, R^2 for
   continuous ones); plus image<->text retrieval recall@1/5 on the validation set.
 * :class:`ProgressBar` -- tqdm bar that also shows samples/s and the ETA of the whole run.
+* :class:`RunMetadata` -- the global seed in every checkpoint (``mmcl embed`` reports it).
 * :class:`RunCheckpoint` -- ModelCheckpoint that also saves the final step (``max_steps``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -286,6 +288,14 @@ class OnlineProbe(Callback):
 
 
 # ----------------------------------------------------------------------------- checkpoints
+class RunMetadata(Callback):
+    """Records the run's global seed in every checkpoint (``checkpoint["mmcl_seed"]``)."""
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        checkpoint["mmcl_seed"] = int(seed) if seed is not None else None
+
+
 class RunCheckpoint(ModelCheckpoint):
     """ModelCheckpoint that also saves when the run reaches ``max_steps``.
 

@@ -27,7 +27,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from mmcl.data import DataError, MultimodalDataModule
-from mmcl.train.callbacks import OnlineProbe, ProgressBar, RunCheckpoint, ThroughputMonitor
+from mmcl.train.callbacks import OnlineProbe, ProgressBar, RunCheckpoint, RunMetadata, ThroughputMonitor
 from mmcl.train.module import ContrastiveModule
 
 LOG_DIR = "logs"
@@ -86,7 +86,7 @@ class ContrastiveCLI(LightningCLI):
                 CSVLogger(str(root), name=LOG_DIR, version=version),
                 TensorBoardLogger(str(root), name=LOG_DIR, version=version, default_hp_metric=False),
             ]
-        callbacks = [ThroughputMonitor()]
+        callbacks = [ThroughputMonitor(), RunMetadata()]
         if cfg.enable_progress_bar in (None, True):
             callbacks.append(ProgressBar())
         self.trainer_defaults = {**self.trainer_defaults, "callbacks": callbacks}
