@@ -1,0 +1,131 @@
+"""mmcl.encoders: shapes, padding masks, heads, errors (seed 003 Table A.2b architectures)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from mmcl.encoders import (
+    Encoder,
+    GaussianHead,
+    Posterior,
+    ResNet18Backbone,
+    TextConvNetBackbone,
+    image_encoder,
+    text_encoder,
+)
+
+VOCAB, MAX_LEN = 40, 33
+
+
+def ids(batch: int, lengths: list[int], max_len: int = MAX_LEN, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    out = torch.zeros(batch, max_len, dtype=torch.int64)
+    for i, n in enumerate(lengths):
+        out[i, :n] = torch.randint(3, VOCAB, (n,), generator=g)
+    return out
+
+
+def test_image_encoder_is_resnet18_100_leakyrelu_linear():
+    torch.manual_seed(0)
+    enc = image_encoder(encoding_size=5)
+    assert isinstance(enc.backbone, ResNet18Backbone) and enc.backbone.out_features == 100
+    assert enc.backbone.net.fc.out_features == 100
+    assert isinstance(enc.head.activation, nn.LeakyReLU) and enc.head.linear.out_features == 5
+    n_params = sum(p.numel() for p in enc.backbone.parameters())
+    assert n_params == 11_689_512 - (512 * 1000 + 1000) + (
+        512 * 100 + 100
+    )  # torchvision resnet18, fc 1000 -> 100
+    z = enc(torch.randn(4, 3, 32, 32))
+    assert z.shape == (4, 5)
+    assert torch.allclose(enc.head(enc.features(torch.zeros(2, 3, 32, 32))), enc(torch.zeros(2, 3, 32, 32)))
+
+
+def test_image_encoder_channels_last_matches_contiguous():
+    torch.manual_seed(0)
+    a = image_encoder(3).eval()
+    b = image_encoder(3, channels_last=True).eval()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(a(x), b(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True])
+def test_encoding_size_must_be_positive(bad):
+    with pytest.raises(ValueError, match="encoding_size must be a positive integer"):
+        image_encoder(bad)
+    with pytest.raises(ValueError, match="encoding_size must be a positive integer"):
+        text_encoder(VOCAB, MAX_LEN, bad)
+
+
+def test_text_convnet_is_four_layers_and_masks_padding():
+    torch.manual_seed(0)
+    enc = text_encoder(VOCAB, MAX_LEN, encoding_size=4).eval()
+    convs = [m for m in enc.backbone.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 3 and isinstance(enc.head.linear, nn.Linear)  # 3 conv + 1 linear
+    x = ids(3, [5, 17, 33])
+    z = enc(x)
+    assert z.shape == (3, 4)
+    # shorter padding (trailing pads trimmed) and embedding of pad = 0: the same encoding
+    assert torch.allclose(enc(x[:2, :17]), z[:2], atol=1e-6)
+    assert torch.allclose(enc(x[:1, :5]), z[:1], atol=1e-6)
+    assert enc.backbone.embedding.weight[0].abs().sum() == 0
+    # changing a pad token's id (to a real word) changes the output: padding is what is masked
+    y = x.clone()
+    y[0, 10] = 7
+    assert not torch.allclose(enc(y)[0], z[0])
+
+
+def test_text_convnet_pad_embedding_gets_no_gradient():
+    enc = text_encoder(VOCAB, MAX_LEN, 4)
+    enc(ids(4, [3, 9, 20, 33])).sum().backward()
+    grad = enc.backbone.embedding.weight.grad
+    assert grad[0].abs().sum() == 0 and grad[3:].abs().sum() > 0
+
+
+def test_text_longer_than_max_length_is_an_error():
+    enc = text_encoder(VOCAB, MAX_LEN, 4)
+    with pytest.raises(ValueError, match="35 tokens; this encoder accepts at most max_length=33"):
+        enc(torch.ones(1, 35, dtype=torch.int64))
+    with pytest.raises(ValueError, match="integer token ids"):
+        enc(torch.ones(1, 10))
+
+
+def test_transformer_text_encoder_from_config_without_download(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.manual_seed(0)
+    cfg = {
+        "model_type": "bert",
+        "hidden_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
+    enc = text_encoder(VOCAB, MAX_LEN, 6, backbone="transformer", transformer_config=cfg).eval()
+    assert enc.backbone.out_features == 32
+    x = ids(2, [4, 30])
+    z = enc(x)
+    assert z.shape == (2, 6)
+    # attention mask + masked mean: trimming trailing padding changes nothing
+    assert torch.allclose(enc(x[:1, :4]), z[:1], atol=1e-5)
+    with pytest.raises(ValueError, match="text transformer config"):
+        text_encoder(
+            VOCAB, MAX_LEN, 6, backbone="transformer", transformer_config={"model_type": "no-such-model"}
+        )
+
+
+def test_gaussian_head_reuses_the_backbone():
+    torch.manual_seed(0)
+    enc = image_encoder(3, head="gaussian")
+    post = enc(torch.randn(2, 3, 32, 32))
+    assert isinstance(post, Posterior) and post.mean.shape == post.logvar.shape == (2, 3)
+    txt = text_encoder(VOCAB, MAX_LEN, 3, head="gaussian")
+    assert isinstance(txt.head, GaussianHead) and txt(ids(2, [3, 4])).logvar.shape == (2, 3)
+    # a backbone plus any head composes
+    both = Encoder(
+        TextConvNetBackbone(VOCAB, MAX_LEN), GaussianHead(txt.backbone.out_features, 2, activation=False)
+    )
+    assert both(ids(1, [5])).mean.shape == (1, 2)
+    with pytest.raises(ValueError, match="head must be"):
+        image_encoder(3, head="mixture")
