@@ -122,7 +122,7 @@ class SceneRenderer:
 
         self.device = configure_device(bpy, scene, device) if device else "CPU"
         scene.render.engine = "CYCLES"
-        self._apply_settings(settings, threads)
+        self.apply(settings, threads)
 
         scene.view_settings.view_transform = "Standard"
         scene.view_settings.look = "None"
@@ -183,7 +183,9 @@ class SceneRenderer:
         self._track(self.spot, obj)
         scene.collection.objects.link(self.spot)
 
-    def _apply_settings(self, s: RenderSettings, threads: int) -> None:
+    def apply(self, s: RenderSettings, threads: int = 0) -> None:
+        """Set resolution and Cycles settings (also between renders, e.g. in benchmarks)."""
+        self.settings = s
         scene = self.scene
         scene.render.resolution_x = scene.render.resolution_y = s.resolution
         scene.render.resolution_percentage = 100

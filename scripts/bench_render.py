@@ -1,0 +1,520 @@
+"""Render benchmark: quality/speed frontier, per-image overhead, procedures, workers, memory.
+
+Prints one JSON document (machine, settings, figures) and writes docs/bench/render.json,
+plus the frontier as docs/bench/render_frontier.{csv,png}. Sections (``--sections``):
+
+* ``frontier``   -- the same N latents at 224x224 with samples in {4..512}, denoiser on/off and
+  light-path variants; PSNR/SSIM of each against the ``reference`` preset; the fastest
+  configuration with mean PSNR >= 35 dB is what ``default`` should be.
+* ``procedures`` -- side by side in one run, interleaved per latent: (a) the upstream
+  procedure reproduced faithfully (scene reload + mesh append + 512 samples + denoise for
+  every image), (b) our ``reference``, (c) ``default``, (d) ``draft``; images/s and ratios.
+* ``overhead``   -- what an image costs besides path tracing, upstream procedure vs ours.
+* ``workers``    -- images/s of ``datagen generate`` with 1 and 2 worker processes.
+* ``memory``     -- worker RSS over 500 consecutive renders.
+
+Run: ``python scripts/bench_render.py`` (about an hour on 2 cores); ``--quick`` for a smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datagen.config import PRESETS, RenderSettings, make_config
+from datagen.factors import scene_parameters
+from datagen.meshes import load_library
+from datagen.pipeline import ShardWorker, _stdout_to_devnull, generate
+from datagen.quality import psnr, ssim
+from datagen.render import OBJECT_SCALE, SceneRenderer
+from datagen.sampling import sample
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "bench"
+PSNR_TARGET = 35.0
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    from importlib.metadata import version
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "bpy": version("bpy"),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+    }
+
+
+def bench_latents(n: int, seed: int = 2024):
+    cfg = make_config({"seed": seed, "counts": {"test": max(n, 1)}})
+    words = tuple(load_library().entries[s]["word"] for s in cfg.shapes)
+    return [sample(cfg, "test", i, words) for i in range(n)]
+
+
+def timed_render(renderer: SceneRenderer, settings: RenderSettings, s, seed=None) -> tuple[np.ndarray, float]:
+    if renderer.settings != settings:
+        renderer.apply(settings, renderer_threads())
+    t0 = time.perf_counter()
+    img = renderer.render(scene_parameters(s.image), s.render_seed if seed is None else seed)
+    return img, time.perf_counter() - t0
+
+
+def renderer_threads() -> int:
+    return os.cpu_count() or 1
+
+
+def frontier_configs() -> list[tuple[str, RenderSettings]]:
+    ref = PRESETS["reference"]
+    out = []
+    for spp in (1, 2, 4, 8, 16, 32, 64, 128, 512):
+        for dn in (False, True):
+            if spp == 512 and dn:
+                continue  # that is the reference itself
+            out.append(
+                (f"{spp}spp{'+denoise' if dn else ''}", dataclasses.replace(ref, samples=spp, denoise=dn))
+            )
+    for spp in (1, 2, 4, 8):
+        base = dataclasses.replace(ref, samples=spp, denoise=True)
+        out.append((f"{spp}spp+denoise BALANCED", dataclasses.replace(base, denoise_quality="BALANCED")))
+        out.append((f"{spp}spp+denoise FAST", dataclasses.replace(base, denoise_quality="FAST")))
+        out.append(
+            (
+                f"{spp}spp+denoise FAST no adaptive",
+                dataclasses.replace(base, denoise_quality="FAST", use_adaptive_sampling=False),
+            )
+        )
+        out.append((f"{spp}spp+denoise no light tree", dataclasses.replace(base, light_tree=False)))
+    return out
+
+
+def run_frontier(n: int, renderer: SceneRenderer) -> dict:
+    configs = frontier_configs()
+    ref_settings = PRESETS["reference"]
+    rows = {name: {"seconds": [], "psnr": [], "ssim": []} for name, _ in configs}
+    ref_times, floor_psnr, floor_ssim = [], [], []
+    for i, s in enumerate(bench_latents(n)):
+        ref, t = timed_render(renderer, ref_settings, s)
+        ref_times.append(t)
+        other, _ = timed_render(renderer, ref_settings, s, seed=s.render_seed + 1)
+        floor_psnr.append(psnr(other, ref))
+        floor_ssim.append(ssim(other, ref))
+        for name, settings in configs:
+            img, t = timed_render(renderer, settings, s)
+            rows[name]["seconds"].append(t)
+            rows[name]["psnr"].append(psnr(img, ref))
+            rows[name]["ssim"].append(ssim(img, ref))
+        print(f"[frontier] latent {i + 1}/{n}", file=sys.stderr, flush=True)
+    table = []
+    for name, settings in configs:
+        r = rows[name]
+        table.append(
+            {
+                "config": name,
+                "samples": settings.samples,
+                "denoise": settings.denoise,
+                "denoise_quality": settings.denoise_quality if settings.denoise else "",
+                "light_tree": settings.light_tree,
+                "adaptive": settings.use_adaptive_sampling,
+                "seconds_per_image": float(np.mean(r["seconds"])),
+                "psnr_mean": float(np.mean(r["psnr"])),
+                "psnr_min": float(np.min(r["psnr"])),
+                "ssim_mean": float(np.mean(r["ssim"])),
+                "ssim_min": float(np.min(r["ssim"])),
+            }
+        )
+    ok = [row for row in table if row["psnr_mean"] >= PSNR_TARGET]
+    best = min(ok, key=lambda row: row["seconds_per_image"]) if ok else None
+    return {
+        "n_latents": n,
+        "resolution": ref_settings.resolution,
+        "table": table,
+        "reference_seconds_per_image": float(np.mean(ref_times)),
+        "reference_noise_floor": {
+            "psnr_mean": float(np.mean(floor_psnr)),
+            "ssim_mean": float(np.mean(floor_ssim)),
+            "what": "reference vs reference rendered with another seed",
+        },
+        "fastest_config_with_psnr_ge_35": best,
+    }
+
+
+def write_frontier(result: dict) -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    table = result["table"]
+    with open(OUT / "render_frontier.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(table[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(table)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for dn, marker, colour in ((False, "o", "tab:gray"), (True, "s", "tab:blue")):
+        rows = [
+            r
+            for r in table
+            if r["denoise"] == dn
+            and r["denoise_quality"] in ("", "HIGH")
+            and r["light_tree"]
+            and r["adaptive"]
+        ]
+        ax.plot(
+            [r["seconds_per_image"] for r in rows],
+            [r["psnr_mean"] for r in rows],
+            marker=marker,
+            color=colour,
+            label="denoiser on" if dn else "denoiser off",
+        )
+        for r in rows:
+            ax.annotate(
+                str(r["samples"]),
+                (r["seconds_per_image"], r["psnr_mean"]),
+                fontsize=7,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
+    variants = [
+        r
+        for r in table
+        if r["denoise_quality"] not in ("", "HIGH") or not r["light_tree"] or not r["adaptive"]
+    ]
+    ax.scatter(
+        [r["seconds_per_image"] for r in variants],
+        [r["psnr_mean"] for r in variants],
+        marker="x",
+        color="tab:orange",
+        label="denoiser/light-path variants (1-8 spp)",
+    )
+    ax.axhline(PSNR_TARGET, ls="--", color="tab:red", lw=1, label=f"{PSNR_TARGET:.0f} dB target")
+    floor = result["reference_noise_floor"]["psnr_mean"]
+    ax.axhline(floor, ls=":", color="black", lw=1, label=f"reference vs reseeded reference ({floor:.1f} dB)")
+    best = result["fastest_config_with_psnr_ge_35"]
+    if best:
+        ax.scatter(
+            [best["seconds_per_image"]],
+            [best["psnr_mean"]],
+            s=160,
+            facecolors="none",
+            edgecolors="tab:red",
+            label=f"fastest >= 35 dB: {best['config']}",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("seconds per 224x224 image (2 threads)")
+    ax.set_ylabel("mean PSNR vs reference preset [dB]")
+    ax.set_title(f"Cycles quality/speed frontier, {result['n_latents']} latents (numbers: samples per pixel)")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(OUT / "render_frontier.png", dpi=110)
+    plt.close(fig)
+
+
+class UpstreamProcedure:
+    """The upstream generator's per-image procedure, reproduced: reload the scene file, append
+    the object's mesh from its own .blend file, set the factors, render, save."""
+
+    def __init__(self, settings: RenderSettings, meshes, workdir: Path):
+        self.base = workdir / "scene.blend"
+        self.shape_files = []
+        r = SceneRenderer(settings, meshes, threads=renderer_threads())
+        self.bpy = bpy = r.bpy
+        bpy.data.objects.remove(r.obj)
+        bpy.ops.wm.save_as_mainfile(filepath=str(self.base))
+        for i, data in enumerate(r.meshes):
+            path = workdir / f"Shape{i}.blend"
+            obj = bpy.data.objects.new(f"Shape{i}", data)
+            bpy.data.libraries.write(str(path), {obj}, fake_user=True)
+            self.shape_files.append(path)
+        self.out = r._out
+        self._r = r
+
+    def render(self, p, seed: int) -> np.ndarray:
+        from PIL import Image
+
+        bpy = self.bpy
+        bpy.ops.wm.open_mainfile(filepath=str(self.base))
+        self.append(p.shape)
+        return np.asarray(Image.open(self.render_loaded(p, seed)).convert("RGB"))
+
+    def append(self, shape: int):
+        bpy = self.bpy
+        with bpy.data.libraries.load(str(self.shape_files[shape]), link=False) as (src, dst):
+            dst.objects = [f"Shape{shape}"]
+        obj = dst.objects[0]
+        bpy.context.scene.collection.objects.link(obj)
+        return obj
+
+    def render_loaded(self, p, seed: int) -> Path:
+        import math
+
+        bpy = self.bpy
+        scene = bpy.context.scene
+        obj = next(o for o in scene.objects if o.name.startswith("Shape"))
+        obj.scale = (OBJECT_SCALE,) * 3
+        obj.location = p.location
+        obj.rotation_euler = p.rotation_euler
+        obj.active_material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (
+            *p.object_rgb,
+            1,
+        )
+        ground, spot = scene.objects["Ground"], scene.objects["Spotlight"]
+        ground.active_material.node_tree.nodes["Principled BSDF"].inputs["Base Color"].default_value = (
+            *p.background_rgb,
+            1,
+        )
+        max_dim = max(self._r.max_dims)
+        ground.location = (0, 0, -max_dim)
+        spot.location = (4 * math.sin(p.spotlight_theta), 4 * math.cos(p.spotlight_theta), 6 + max_dim)
+        spot.constraints[0].target = obj
+        spot.data.color = p.spotlight_rgb
+        scene.cycles.seed = seed
+        scene.render.filepath = str(self.out)
+        bpy.ops.render.render(write_still=True)
+        return self.out
+
+
+def run_procedures(n: int, meshes, renderer: SceneRenderer) -> dict:
+    names = {
+        "a_upstream_procedure": None,
+        "b_reference": PRESETS["reference"],
+        "c_default": PRESETS["default"],
+        "d_draft": PRESETS["draft"],
+    }
+    times = {k: [] for k in names}
+    quality = {k: {"psnr": [], "ssim": []} for k in ("a_upstream_procedure", "c_default")}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, s in enumerate(bench_latents(n)):
+            p = scene_parameters(s.image)
+            up = UpstreamProcedure(PRESETS["reference"], meshes, Path(tmp))  # leaves the loaded scene behind
+            t0 = time.perf_counter()
+            a = up.render(p, s.render_seed)
+            times["a_upstream_procedure"].append(time.perf_counter() - t0)
+            up._r.close()
+            renderer_ = SceneRenderer(PRESETS["reference"], meshes, threads=renderer_threads())
+            b, t = timed_render(renderer_, PRESETS["reference"], s)
+            times["b_reference"].append(t)
+            c, t = timed_render(renderer_, PRESETS["default"], s)
+            times["c_default"].append(t)
+            _, t = timed_render(renderer_, PRESETS["draft"], s)
+            times["d_draft"].append(t)
+            renderer_.close()
+            for k, img in (("a_upstream_procedure", a), ("c_default", c)):
+                quality[k]["psnr"].append(psnr(img, b))
+                quality[k]["ssim"].append(ssim(img, b))
+            print(f"[procedures] latent {i + 1}/{n}", file=sys.stderr, flush=True)
+    ips = {k: 1.0 / float(np.mean(v)) for k, v in times.items()}
+    return {
+        "n_latents": n,
+        "images_per_second": ips,
+        "seconds_per_image": {k: float(np.mean(v)) for k, v in times.items()},
+        "speedup_vs_upstream": {k: ips[k] / ips["a_upstream_procedure"] for k in ips},
+        "psnr_vs_reference": {k: float(np.mean(v["psnr"])) for k, v in quality.items()},
+        "ssim_vs_reference": {k: float(np.mean(v["ssim"])) for k, v in quality.items()},
+        "settings": {
+            k: dataclasses.asdict(v) if v else "reference settings + scene reload + mesh append per image"
+            for k, v in names.items()
+        },
+        "note": "(a) and (b) have identical settings and seeds; their PSNR shows the reproduction is faithful",
+    }
+
+
+def run_overhead(n: int, meshes) -> dict:
+    """Per-image costs besides path tracing, measured at 1 sample on an 8x8 image."""
+    from PIL import Image
+
+    from datagen import io
+
+    tiny = dataclasses.replace(PRESETS["reference"], resolution=8, samples=1, denoise=False)
+    latents = bench_latents(n)
+    before = {
+        "process_start_import_bpy": [],
+        "scene_reload": [],
+        "mesh_append": [],
+        "sync_bvh_render_1spp": [],
+        "png_write_read_224": [],
+        "png_encode_224": [],
+    }
+    after = {
+        "set_factors_and_swap_mesh": [],
+        "sync_bvh_render_1spp": [],
+        "png_write_read_224": [],
+        "png_encode_224": [],
+    }
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import bpy"], check=True, capture_output=True)
+        before["process_start_import_bpy"].append(time.perf_counter() - t0)
+    img224 = None
+    with tempfile.TemporaryDirectory() as tmp:
+        up = UpstreamProcedure(tiny, meshes, Path(tmp))
+        bpy = up.bpy
+        for s in latents:
+            p = scene_parameters(s.image)
+            t0 = time.perf_counter()
+            bpy.ops.wm.open_mainfile(filepath=str(up.base))
+            t1 = time.perf_counter()
+            up.append(p.shape)
+            t2 = time.perf_counter()
+            up.render_loaded(p, s.render_seed)
+            t3 = time.perf_counter()
+            before["scene_reload"].append(t1 - t0)
+            before["mesh_append"].append(t2 - t1)
+            before["sync_bvh_render_1spp"].append(t3 - t2)
+        up._r.close()
+    r = SceneRenderer(tiny, meshes, threads=renderer_threads())
+    for s in latents:
+        p = scene_parameters(s.image)
+        t0 = time.perf_counter()
+        r.set_scene(p, s.render_seed)
+        t1 = time.perf_counter()
+        r.bpy.ops.render.render(write_still=True)
+        t2 = time.perf_counter()
+        after["set_factors_and_swap_mesh"].append(t1 - t0)
+        after["sync_bvh_render_1spp"].append(t2 - t1)
+    r.apply(dataclasses.replace(tiny, resolution=224))
+    for s in latents:
+        t0 = time.perf_counter()
+        r.bpy.ops.render.render(write_still=True)
+        img224 = np.asarray(Image.open(r._out).convert("RGB"))
+        t1 = time.perf_counter()
+        io.encode_png(img224)
+        t2 = time.perf_counter()
+        for d in (before, after):
+            d["png_encode_224"].append(t2 - t1)
+        after["png_write_read_224"].append(t1 - t0)
+    # upstream saved with Blender's default PNG compression (15 %), ours writes uncompressed to /dev/shm
+    r.scene.render.image_settings.compression = 15
+    r.scene.render.filepath = str(Path(tempfile.gettempdir()) / "mmcl3d-bench-upstream.png")
+    for s in latents:
+        t0 = time.perf_counter()
+        r.bpy.ops.render.render(write_still=True)
+        Image.open(r.scene.render.filepath).convert("RGB")
+        before["png_write_read_224"].append(time.perf_counter() - t0)
+    r.close()
+    summary = {
+        k: {name: float(np.median(v)) for name, v in d.items()}
+        for k, d in (("before_upstream", before), ("after_ours", after))
+    }
+    summary["before_upstream"]["process_start_note"] = "paid once per Blender launch"
+    summary["per_image_total_excluding_process_start"] = {
+        "before_upstream": sum(
+            v
+            for k, v in summary["before_upstream"].items()
+            if isinstance(v, float) and k != "process_start_import_bpy"
+        ),
+        "after_ours": sum(v for v in summary["after_ours"].values() if isinstance(v, float)),
+    }
+    summary["note"] = (
+        "png_write_read_224 includes a 1-sample 224x224 render; sync_bvh_render_1spp is an 8x8 render "
+        "at 1 sample, i.e. everything per image except path tracing and denoising"
+    )
+    return summary
+
+
+def run_workers(n_images: int) -> dict:
+    out = {}
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as tmp:
+            per = max(1, n_images // 4)
+            cfg = make_config(
+                {"preset": "default", "counts": {"train": n_images}, "shard_size": per, "seed": 5}
+            )
+            t0 = time.perf_counter()
+            generate(cfg, Path(tmp) / "ds", workers=workers, progress=False, log=lambda m: None)
+            dt = time.perf_counter() - t0
+        out[f"{workers}_workers"] = {
+            "images": n_images,
+            "seconds": dt,
+            "images_per_second": n_images / dt,
+            "threads_per_worker": max(1, (os.cpu_count() or 1) // workers),
+        }
+    out["speedup_2_vs_1"] = out["2_workers"]["images_per_second"] / out["1_workers"]["images_per_second"]
+    return out
+
+
+def rss_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_memory(n: int) -> dict:
+    cfg = make_config({"preset": "draft", "counts": {"train": n}})
+    worker = ShardWorker(cfg, load_library(), threads=renderer_threads())
+    words = worker.words
+    trace = []
+    for i in range(n):
+        s = sample(cfg, "train", i, words)
+        worker.renderer.render(scene_parameters(s.image), s.render_seed)
+        if (i + 1) % 50 == 0 or i == 0:
+            trace.append({"renders": i + 1, "rss_mib": rss_mib()})
+    growth = trace[-1]["rss_mib"] - trace[1]["rss_mib"] if len(trace) > 2 else float("nan")
+    return {"preset": "draft", "renders": n, "trace": trace, "rss_growth_mib_after_first_50": growth}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sections", default="frontier,procedures,overhead,workers,memory")
+    p.add_argument("--frontier-latents", type=int, default=50)
+    p.add_argument("--procedure-latents", type=int, default=6)
+    p.add_argument("--overhead-latents", type=int, default=10)
+    p.add_argument("--worker-images", type=int, default=24)
+    p.add_argument("--memory-renders", type=int, default=500)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    p.add_argument("--out", default=str(OUT / "render.json"))
+    args = p.parse_args(argv)
+    if args.quick:
+        args.frontier_latents, args.procedure_latents, args.overhead_latents = 2, 1, 2
+        args.worker_images, args.memory_renders = 4, 60
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    out_path = Path(args.out)
+    result = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    result["machine"] = machine()
+    result["presets"] = {k: dataclasses.asdict(v) for k, v in PRESETS.items()}
+    library = load_library()
+    meshes = [library.mesh(s) for s in make_config().shapes]
+    with _stdout_to_devnull():
+        if "frontier" in sections:
+            r = SceneRenderer(PRESETS["reference"], meshes, threads=renderer_threads())
+            result["frontier"] = run_frontier(args.frontier_latents, r)
+            r.close()
+            write_frontier(result["frontier"])
+        if "procedures" in sections:
+            result["procedures"] = run_procedures(args.procedure_latents, meshes, None)
+        if "overhead" in sections:
+            result["overhead"] = run_overhead(args.overhead_latents, meshes)
+        if "workers" in sections:
+            result["workers"] = run_workers(args.worker_images)
+        if "memory" in sections:
+            result["memory"] = run_memory(args.memory_renders)
+    result["machine"]["loadavg_at_end"] = os.getloadavg()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
