@@ -73,7 +73,10 @@ class RenderSettings:
 PRESETS: dict[str, RenderSettings] = {
     "reference": RenderSettings(),
     "default": RenderSettings(samples=16, denoise=True),
-    "draft": RenderSettings(resolution=64, samples=8, denoise=True),
+    # 4 samples + the fast denoiser: about 38 dB PSNR against a 64x64 reference (docs/benchmarks.md).
+    "draft": RenderSettings(
+        resolution=64, samples=4, denoise=True, denoise_quality="FAST", use_adaptive_sampling=False
+    ),
 }
 
 

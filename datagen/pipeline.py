@@ -27,11 +27,11 @@ from pathlib import Path
 
 from datagen import __version__, io
 from datagen.config import DatasetConfig, config_from_json
-from datagen.factors import FACTORS, scene_parameters
+from datagen.factors import FACTORS, POSITION_WORDS, scene_parameters
 from datagen.meshes import MeshLibrary, load_library
 from datagen.progress import Progress
 from datagen.sampling import Sample, samples
-from datagen.text import PALETTE_NAMES, all_colour_names, palette_digest, tokenizer_spec
+from datagen.text import PALETTE_NAMES, TEMPLATES, all_colour_names, palette_digest, tokenizer_spec
 
 
 class GenerateError(RuntimeError):
@@ -131,6 +131,12 @@ def base_manifest(config: DatasetConfig, shapes: list[dict], words: tuple[str, .
             "n_colour_names": len(all_colour_names()),
         },
         "tokenizer": tokenizer_spec(words),
+        # The grammar, so readers can parse sentences without importing datagen.
+        "text": {
+            "templates": list(TEMPLATES),
+            "position_words": {k: list(v) for k, v in POSITION_WORDS.items()},
+            "colour_names": list(all_colour_names()),
+        },
         "counts": {s: config.counts[s] for s in config.splits},
         "shard_size": config.shard_size,
         "shards": {},
