@@ -87,3 +87,13 @@ def test_ray_backend_gives_the_same_bytes(tiny_dataset, tiny_config, tmp_path):
     generate(tiny_config, tmp_path, workers=2, backend="ray", progress=False, log=lambda m: None)
     assert shard_bytes(tmp_path) == shard_bytes(tiny_dataset)
     assert io.read_manifest(tmp_path)["complete"]
+
+
+def test_shipped_datagen_configs_load():
+    from datagen.config import load_config
+
+    configs = sorted((REPO / "configs" / "datagen").glob("*.yaml"))
+    assert len(configs) >= 3
+    loaded = {p.stem: load_config(p) for p in configs}
+    assert loaded["m3di_paper"].render.samples == 512 and loaded["m3di_paper"].counts["train"] == 125_000
+    assert loaded["m3di_independent"].colour_mode == "independent"
