@@ -661,7 +661,8 @@ class MultimodalDataModule(pl.LightningDataModule):
         batch_size: samples per rank and step (the global batch is ``batch_size * world_size``).
         eval_batch_size: batch size for val/test (default: ``batch_size``).
         num_workers: decoding worker processes per rank (0 decodes in the main process).
-        seed: seed of shard order and shuffle buffers (with the epoch, rank and worker role).
+        seed: seed of shard order and shuffle buffers (with the epoch, rank and worker role);
+            ``mmcl fit`` sets it to ``seed_everything`` unless given; None here means 0.
         shuffle_buffer: samples held by each worker's shuffle buffer.
         resampled: draw shards with replacement forever; an epoch is ``epoch_batches`` batches.
         epoch_batches: nominal epoch length per rank in resampled mode.
@@ -680,7 +681,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
-        seed: int = 0,
+        seed: int | None = None,
         shuffle_buffer: int = 1000,
         resampled: bool = False,
         epoch_batches: int | None = None,
@@ -709,7 +710,7 @@ class MultimodalDataModule(pl.LightningDataModule):
                 raise DataError(f"{self.manifest.path}: {exc}") from None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers, self.seed, self.shuffle_buffer = num_workers, seed, shuffle_buffer
+        self.num_workers, self.seed, self.shuffle_buffer = num_workers, seed or 0, shuffle_buffer
         self.resampled, self.epoch_batches, self.on_corrupt = resampled, epoch_batches, on_corrupt
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.prefetch_factor, self.verify = prefetch_factor, verify
