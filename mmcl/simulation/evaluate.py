@@ -1,0 +1,230 @@
+"""Evaluation of a trained simulation run (seed 003 §8.4.1, App. A.6; SPEC §5).
+
+Draws a validation and a test set from the run's generative process, encodes them, and probes
+each block of latents -- content ``c``, style (``s`` for encoder 1, ``s~`` for encoder 2) and
+the encoder's own modality-specific ``m_i`` -- with grid-searched RBF kernel ridge regression
+(fit on val, R^2 on test; features standardised with val statistics), as upstream's
+``main_mlp.py --evaluate`` does. Test-time interventions (App. A.6): the content of every
+sample is replaced by that of a random other sample of the batch (one permutation, shared by
+both views) before mixing, ``x'_i = f_i(c', s, m_i)``, and both the original ``c`` and the
+intervened ``c'`` are probed from the encodings of ``x'_i``.
+
+Also writes the encodings and latents in the embeddings format of ``docs/formats.md``
+(representations ``x1``, ``x2`` and, with interventions, ``x1_intervened``, ``x2_intervened``;
+one scalar factor per latent component) so that ``mmcl probe`` can read them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmcl.losses import infonce_symmetric
+from mmcl.probing.kernel_ridge import grid_search_kernel_ridge
+from mmcl.probing.probes import linear_r2, standardize
+from mmcl.simulation.config import SimulationConfig
+from mmcl.simulation.generative import STREAM_TEST, STREAM_VAL, GenerativeProcess, torch_generator
+
+BLOCK_ROLES = {
+    "content": "content",
+    "content_intervened": "content",
+    "style": "style",
+    "style_changed": "style",
+    "modality_specific_1": "modality_specific",
+    "modality_specific_2": "modality_specific",
+}
+_CHUNK = 8192
+
+
+@torch.no_grad()
+def encode(g: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([g(x[i : i + _CHUNK]) for i in range(0, len(x), _CHUNK)])
+
+
+@torch.no_grad()
+def draw_split(
+    process: GenerativeProcess,
+    g1: nn.Module,
+    g2: nn.Module,
+    n: int,
+    seed: int,
+    stream: int,
+    interventions: bool,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, torch.Tensor]]:
+    """Latent blocks, encodings, and the observations (for the loss) of one evaluation split."""
+    device = process.a.device
+    gen = torch_generator(seed, stream, device=device)
+    lat = process.sample_latents(n, gen)
+    x1, x2 = process.mix(
+        lat["content"],
+        lat["style"],
+        lat["style_changed"],
+        lat["modality_specific_1"],
+        lat["modality_specific_2"],
+    )
+    reps = {"x1": encode(g1, x1), "x2": encode(g2, x2)}
+    if interventions:
+        perm = torch.randperm(n, generator=gen, device=device)
+        lat["content_intervened"] = lat["content"][perm]
+        x1i, x2i = process.mix(
+            lat["content_intervened"],
+            lat["style"],
+            lat["style_changed"],
+            lat["modality_specific_1"],
+            lat["modality_specific_2"],
+        )
+        reps["x1_intervened"], reps["x2_intervened"] = encode(g1, x1i), encode(g2, x2i)
+    blocks = {k: v.double().cpu().numpy() for k, v in lat.items() if v.shape[1] > 0}
+    return blocks, {k: v.cpu().numpy() for k, v in reps.items()}, {"x1": x1, "x2": x2}
+
+
+def representation_blocks(representation: str, blocks: dict[str, np.ndarray]) -> list[str]:
+    """Blocks probed from a representation: content, its own style and modality-specific
+    latents, and the intervened content for intervened encodings."""
+    view = representation[1]  # "x1..." -> "1"
+    names = ["content"]
+    if representation.endswith("_intervened"):
+        names.append("content_intervened")
+    names.append("style" if view == "1" else "style_changed")
+    names.append(f"modality_specific_{view}")
+    return [b for b in names if b in blocks]
+
+
+@torch.no_grad()
+def validation_loss(
+    g1: nn.Module, g2: nn.Module, x1: torch.Tensor, x2: torch.Tensor, batch_size: int, tau: float
+) -> float:
+    """Eq. 8.2 on held-out pairs, averaged over consecutive batches of the training batch size
+    (one smaller batch if the split is smaller than that)."""
+    size = min(batch_size, len(x1))
+    losses = [
+        infonce_symmetric(g1(x1[i : i + size]), g2(x2[i : i + size]), tau, similarity="euclidean").item()
+        for i in range(0, len(x1) - size + 1, size)
+    ]
+    return float(np.mean(losses))
+
+
+def probe_blocks(
+    val_reps: dict[str, np.ndarray],
+    test_reps: dict[str, np.ndarray],
+    val_blocks: dict[str, np.ndarray],
+    test_blocks: dict[str, np.ndarray],
+    device: str | torch.device | None = None,
+    solver: str = "eigh",
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Kernel-ridge (and linear) R^2 of every block from every representation."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for rep in val_reps:
+        names = representation_blocks(rep, val_blocks)
+        x_val, x_test = standardize(val_reps[rep], test_reps[rep])
+        y_val = np.concatenate([val_blocks[b] for b in names], axis=1)
+        groups, start = [], 0
+        for b in names:
+            groups.append(list(range(start, start + val_blocks[b].shape[1])))
+            start += val_blocks[b].shape[1]
+        fits = grid_search_kernel_ridge(x_val, y_val, targets=groups, device=device, solver=solver)
+        results[rep] = {}
+        for b, fit in zip(names, fits, strict=True):
+            results[rep][b] = {
+                "kernel_ridge": fit.score(x_test, test_blocks[b]),
+                "linear": linear_r2(x_val, val_blocks[b], x_test, test_blocks[b]),
+                "alpha": fit.alpha,
+                "gamma": fit.gamma,
+            }
+    return results
+
+
+def write_embeddings(
+    out_dir: Path,
+    splits: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
+    seed: int,
+    source: dict[str, Any],
+) -> None:
+    """docs/formats.md embeddings: one scalar factor per latent component (``content_0`` ...)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    blocks0, reps0 = splits["val"]
+    factors: dict[str, dict[str, Any]] = {}
+    for b, arr in blocks0.items():
+        for j in range(arr.shape[1]):
+            factors[f"{b}_{j}"] = {"kind": "continuous", "role": BLOCK_ROLES[b], "n_values": None, "block": b}
+    representations = {
+        rep: {
+            "factors": [
+                f"{b}_{j}" for b in representation_blocks(rep, blocks0) for j in range(blocks0[b].shape[1])
+            ]
+        }
+        for rep in reps0
+    }
+    for split, (blocks, reps) in splits.items():
+        arrays: dict[str, np.ndarray] = {rep: v.astype(np.float32) for rep, v in reps.items()}
+        for b, arr in blocks.items():
+            for j in range(arr.shape[1]):
+                arrays[f"factor:{b}_{j}"] = arr[:, j].astype(np.float64)
+        tmp = out_dir / f".embeddings_{split}.tmp.npz"
+        np.savez(tmp, **arrays)
+        tmp.replace(out_dir / f"embeddings_{split}.npz")
+    meta = {"representations": representations, "factors": factors, "seed": seed, "source": source}
+    (out_dir / "embeddings.json").write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def evaluate(
+    cfg: SimulationConfig,
+    process: GenerativeProcess,
+    g1: nn.Module,
+    g2: nn.Module,
+    seed: int,
+    run_dir: Path,
+    source: dict[str, Any],
+) -> dict[str, Any]:
+    """Val/test draws, validation loss, block probes, embeddings files; returns the metrics."""
+    g1.eval()
+    g2.eval()
+    splits, losses = {}, {}
+    for split, stream in (("val", STREAM_VAL), ("test", STREAM_TEST)):
+        blocks, reps, obs = draw_split(process, g1, g2, cfg.eval_samples, seed, stream, cfg.interventions)
+        losses[split] = validation_loss(g1, g2, obs["x1"], obs["x2"], cfg.batch_size, cfg.tau)
+        splits[split] = (blocks, reps)
+    write_embeddings(run_dir, splits, seed, source)
+    probe_device = cfg.device if cfg.device != "auto" else None
+    r2 = probe_blocks(
+        splits["val"][1],
+        splits["test"][1],
+        splits["val"][0],
+        splits["test"][0],
+        probe_device,
+        cfg.probe_solver,
+    )
+    return {"val_loss": losses["val"], "test_loss": losses["test"], "r2": r2}
+
+
+def table_entry(metrics: dict[str, Any]) -> dict[str, float]:
+    """Table 8.1 / Fig. A.6 columns of one run: each an average over the two encoders."""
+    r2 = metrics["r2"]
+
+    def both(block1: str, block2: str, suffix: str = "") -> float:
+        vals = [
+            r2[f"x{v}{suffix}"][b]["kernel_ridge"]
+            for v, b in ((1, block1), (2, block2))
+            if f"x{v}{suffix}" in r2 and b in r2[f"x{v}{suffix}"]
+        ]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    entry = {
+        "content": both("content", "content"),
+        "style": both("style", "style_changed"),
+        "modality_specific": both("modality_specific_1", "modality_specific_2"),
+        "val_loss": float(metrics["val_loss"]),
+    }
+    if "x1_intervened" in r2:
+        entry |= {
+            "intervened_content": both("content", "content", "_intervened"),
+            "intervened_content_prime": both("content_intervened", "content_intervened", "_intervened"),
+            "intervened_style": both("style", "style_changed", "_intervened"),
+            "intervened_modality_specific": both("modality_specific_1", "modality_specific_2", "_intervened"),
+        }
+    return entry

@@ -1,0 +1,237 @@
+"""Numerical simulation (seed 003 §8.4.1, SPEC §5): generative process, config, training,
+resume, interventions, CLI, with real tiny runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mmcl.simulation.config import ROWS, SimulationConfig, load_config
+from mmcl.simulation.generative import GenerativeProcess, condition_threshold, torch_generator
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "simulation"
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+def tiny(**overrides) -> SimulationConfig:
+    """A small but real configuration: d = 6, content 2, tiny encoders."""
+    values = dict(
+        settings=["multimodal"],
+        rows=["p1.0"],
+        seeds=[0],
+        content_n=2,
+        style_n=2,
+        modality_n=2,
+        encoding_size=2,
+        cond_pool=2000,
+        encoder_widths=[32, 64, 32],
+        batch_size=128,
+        steps=20,
+        lr=1e-3,
+        eval_samples=300,
+        checkpoint_every=5,
+        log_every=5,
+        device="cpu",
+    )
+    values.update(overrides)
+    return SimulationConfig(**values)
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+
+def test_paper_yaml_is_table_a2a_and_equals_code_defaults() -> None:
+    cfg = load_config(CONFIGS / "paper.yaml")
+    assert cfg == SimulationConfig()
+    assert (cfg.batch_size, cfg.lr, cfg.steps, cfg.tau, cfg.grad_clip, cfg.cond_thresh_ratio) == (
+        6144,
+        1e-4,
+        300_000,
+        1.0,
+        2.0,
+        1e-3,
+    )
+    assert cfg.data_dim("multimodal") == 15 and cfg.widths("multimodal") == [150, 750, 750, 750, 750, 150]
+    assert cfg.data_dim("multiview") == 10
+    assert set(cfg.rows) == set(ROWS) and len(cfg.seeds) == 3
+
+
+def test_cpu_yaml_loads() -> None:
+    cfg = load_config(CONFIGS / "cpu.yaml")
+    assert cfg.content_n == 5 and cfg.style_n == 5 and cfg.modality_n == 5 and cfg.encoding_size == 5
+
+
+def test_unknown_and_bad_keys_are_clear_errors(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"batch_sise": 10}))
+    with pytest.raises(ValueError, match=r"unknown simulation config key\(s\) \['batch_sise'\]"):
+        load_config(path)
+    with pytest.raises(ValueError, match="'lr' must be > 0"):
+        load_config(None, {"lr": 0})
+    with pytest.raises(ValueError, match="'rows' has unknown row"):
+        load_config(None, {"rows": ["p0.5"]})
+    with pytest.raises(ValueError, match="'steps' must be of type"):
+        load_config(None, {"steps": "many"})
+    assert load_config(None, {"lr": "1e-3"}).lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
+
+
+# --- generative process ----------------------------------------------------------------------
+
+
+def test_mixing_is_well_conditioned_and_invertible() -> None:
+    cfg = SimulationConfig(cond_pool=5000)
+    proc = GenerativeProcess(cfg, "multimodal", "p1.0", seed=3)
+    threshold = condition_threshold(15, cfg.cond_thresh_ratio, cfg.cond_pool, np.random.default_rng(0))
+    for f in (proc.f1, proc.f2):
+        linears = [m for m in f if isinstance(m, torch.nn.Linear)]
+        assert len(linears) == 3
+        for lin in linears:
+            w = lin.weight.double().numpy()
+            np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1.0, atol=1e-6)
+            assert np.linalg.cond(w) < 1.5 * threshold  # quantile of an independent pool of the same law
+    # invertible: distinct inputs never collide and the map is bijective on a batch (full-rank Jacobian)
+    z = torch.randn(64, 15)
+    jac = torch.autograd.functional.jacobian(lambda v: proc.f1(v[None])[0], z[0])
+    assert torch.linalg.matrix_rank(jac) == 15
+    assert not torch.equal(proc.f1.state_dict()["0.weight"], proc.f2.state_dict()["0.weight"])
+
+
+def test_multiview_shares_mixing_and_has_no_modality_specific() -> None:
+    proc = GenerativeProcess(SimulationConfig(cond_pool=2000), "multiview", "p1.0", seed=0)
+    assert proc.f1 is proc.f2 and proc.dim == 10
+    batch = proc.sample(8, torch_generator(0, 9))
+    assert batch.modality_specific_1.shape == (8, 0) and batch.x1.shape == (8, 10)
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_latent_dependencies(row: str) -> None:
+    p_change, stat, cau = ROWS[row]
+    proc = GenerativeProcess(SimulationConfig(cond_pool=2000), "multimodal", row, seed=1)
+    lat = proc.sample_latents(40_000, torch_generator(1, 9))
+    c, s, st = lat["content"].double(), lat["style"].double(), lat["style_changed"].double()
+    changed = (st != s).double().mean().item()
+    assert changed == pytest.approx(p_change, abs=0.01)
+    cov_c = np.cov(c.numpy().T)
+    off = np.abs(cov_c - np.diag(np.diag(cov_c))).max()
+    assert (off > 0.3) == stat
+    # causal: s depends on c (a linear fit explains a large part of style), otherwise not
+    design = np.c_[c.numpy(), np.ones(len(c))]
+    coef, *_ = np.linalg.lstsq(design, s.numpy(), rcond=None)
+    r2 = 1 - ((s.numpy() - design @ coef) ** 2).sum(0) / ((s.numpy() - s.numpy().mean(0)) ** 2).sum(0)
+    assert (r2.mean() > 0.3) == cau
+    # content and modality-specific latents are identical across views; m_1, m_2 independent
+    assert torch.equal(proc.a, GenerativeProcess(SimulationConfig(cond_pool=2000), "multimodal", row, 1).a)
+    m1, m2 = lat["modality_specific_1"].numpy(), lat["modality_specific_2"].numpy()
+    assert abs(np.corrcoef(m1[:, 0], m2[:, 0])[0, 1]) < 0.05
+
+
+# --- training, resume, evaluation ------------------------------------------------------------
+
+
+def test_resume_after_interruption_is_identical(tmp_path: Path) -> None:
+    from mmcl.simulation.train import train
+
+    cfg = tiny(steps=12, checkpoint_every=4)
+    full = train(cfg, "multimodal", "p0.75-cau", 0, tmp_path / "full", log=lambda m: None)
+    # interrupted after 6 steps (a checkpoint written at step 6), then the same call again
+    part = train(cfg, "multimodal", "p0.75-cau", 0, tmp_path / "part", stop_after=6, log=lambda m: None)
+    assert part.step == 6 and not part.finished
+    resumed = train(cfg, "multimodal", "p0.75-cau", 0, tmp_path / "part", log=lambda m: None)
+    assert resumed.finished and resumed.step == 12
+    for a, b in ((full.g1, resumed.g1), (full.g2, resumed.g2)):
+        for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+            assert ka == kb and torch.equal(va, vb)
+    assert full.losses == resumed.losses
+
+
+def test_resume_refuses_a_different_configuration(tmp_path: Path) -> None:
+    from mmcl.simulation.train import train
+
+    train(tiny(steps=2), "multimodal", "p1.0", 0, tmp_path, log=lambda m: None)
+    with pytest.raises(ValueError, match=r"different settings \(lr\)"):
+        train(tiny(steps=4, lr=5e-4), "multimodal", "p1.0", 0, tmp_path, log=lambda m: None)
+
+
+def test_cli_end_to_end_learns_content_and_writes_probe_readable_embeddings(tmp_path: Path, capsys) -> None:
+    """A short real run: content is identified, modality-specific information is not; the
+    embeddings files are read by `mmcl probe`; rerunning the command reuses the finished run."""
+    from mmcl.probing.cli import main as probe_main
+    from mmcl.simulation.cli import main
+
+    out = tmp_path / "sim"
+    args = [
+        "--out",
+        str(out),
+        "--content-n",
+        "2",
+        "--style-n",
+        "2",
+        "--modality-n",
+        "2",
+        "--encoding-size",
+        "2",
+        "--cond-pool",
+        "2000",
+        "--encoder-widths",
+        "[64, 128, 64]",
+        "--batch-size",
+        "256",
+        "--steps",
+        "600",
+        "--lr",
+        "3e-3",
+        "--eval-samples",
+        "600",
+        "--settings",
+        "[multimodal]",
+        "--rows",
+        "[p1.0]",
+        "--seeds",
+        "[0]",
+        "--log-every",
+        "200",
+        "--checkpoint-every",
+        "300",
+        "--device",
+        "cpu",
+    ]
+    assert main(args) == 0
+    metrics = json.loads((out / "multimodal" / "p1.0" / "seed0" / "metrics.json").read_text())
+    table = metrics["table"]
+    assert table["content"] > 0.8, table
+    assert table["modality_specific"] < 0.15, table
+    assert table["intervened_content_prime"] > 0.8 and table["intervened_content"] < 0.15, table
+    text = (out / "table.md").read_text()
+    assert "mmcl simulate --out" in text and "0.99 (±0.00)" in text  # thesis value beside ours
+    run_dir = out / "multimodal" / "p1.0" / "seed0"
+    assert probe_main([str(run_dir), "--probes", "kernel_ridge", "--representations", "x1"]) == 0
+    res = json.loads((run_dir / "probe" / "results.json").read_text())["results"]
+    content = [r["score"] for r in res if r["factor"].startswith("content_")]
+    specific = [r["score"] for r in res if r["factor"].startswith("modality_specific_1_")]
+    assert len(content) == 2 and min(content) > 0.6
+    assert max(specific) < 0.15
+    capsys.readouterr()
+    assert main(args) == 0  # finished runs are not repeated
+    assert "step" not in capsys.readouterr().out.split("# Numerical simulation")[0]
+
+
+def test_cli_rejects_unknown_override(capsys) -> None:
+    from mmcl.simulation.cli import main
+
+    assert main(["--batch-sise", "3"]) == 2
+    assert "unknown simulation config key 'batch_sise'" in capsys.readouterr().err

@@ -1,0 +1,119 @@
+"""`mmcl sweep` end to end: a real simulation sweep and a real Multimodal3DIdent sweep (mmcl fit ->
+mmcl embed -> probe on the tiny rendered dataset)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mmcl.sweep import SweepError, elbow, load_sweep_config, main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        yield
+    torch.set_num_threads(before)
+
+
+def test_elbow_finds_the_knee() -> None:
+    sizes = [1, 2, 3, 4, 5, 6, 7, 8]
+    losses = [9.0, 7.0, 5.0, 3.0, 1.2, 1.1, 1.05, 1.0]
+    assert elbow(sizes, losses) == 5
+    assert elbow([1, 2], [3.0, 1.0]) == 2
+
+
+def test_shipped_sweep_configs_load() -> None:
+    for path in (REPO / "configs" / "sweep").glob("*.yaml"):
+        cfg = load_sweep_config(path)
+        assert cfg.encoding_sizes == sorted(cfg.encoding_sizes)
+
+
+def test_bad_sweep_config_is_one_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump({"kind": "simulation", "encoding_sizes": [1], "seeds": [0], "sedes": [1]}))
+    with pytest.raises(SweepError, match=r"unknown sweep config key\(s\) \['sedes'\]"):
+        load_sweep_config(path)
+    path.write_text(
+        yaml.safe_dump(
+            {"kind": "simulation", "encoding_sizes": [1], "seeds": [0], "simulation": {"rwo": "p1.0"}}
+        )
+    )
+    with pytest.raises(SweepError, match=r"simulation.rwo"):
+        load_sweep_config(path)
+
+
+def test_simulation_sweep_finds_the_content_size(tmp_path: Path) -> None:
+    """Content has 2 dimensions: the validation loss drops from K=1 to K=2 and then flattens
+    (elbow at 2), and content is predicted better with K=2 than with K=1."""
+    cfg = {
+        "kind": "simulation", "encoding_sizes": [1, 2, 4], "seeds": [0],
+        "simulation": {"config": None, "setting": "multimodal", "row": "p1.0", "overrides": {
+            "content_n": 2, "style_n": 2, "modality_n": 2, "cond_pool": 2000, "encoder_widths": [64, 128, 64],
+            "batch_size": 256, "steps": 400, "lr": 3e-3, "eval_samples": 450, "interventions": False,
+            "checkpoint_every": 200, "log_every": 200, "device": "cpu"}},
+    }  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["--config", str(path), "--out", str(out)]) == 0
+    for name in ("fig8_3.png", "fig8_4.png", "scores.csv", "val_loss.csv", "summary.json"):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    loss = dict(zip(summary["val_loss"]["sizes"], summary["val_loss"]["mean"], strict=True))
+    assert loss[1] > loss[2] + 0.3
+    assert summary["val_loss"]["elbow"] == 2
+    content = summary["scores"]["x1, x2 (mean)"]["content"]
+    r2 = dict(zip(content["sizes"], content["mean"], strict=True))
+    assert r2[2] > 0.7 and r2[2] > r2[1] + 0.2
+    with open(out / "scores.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["factor"] for r in rows} == {"content", "style", "modality_specific"} and len(rows) == 9
+
+
+@pytest.mark.slow
+def test_m3di_sweep_runs_fit_embed_probe(tiny_dataset, tmp_path: Path) -> None:
+    """The Multimodal3DIdent path through the real `mmcl fit` and `mmcl embed` CLIs."""
+    cfg = {
+        "kind": "multimodal3dident", "encoding_sizes": [2, 3], "seeds": [0],
+        "multimodal3dident": {
+            "train_config": str(REPO / "configs/train/quickstart.yaml"), "dataset_root": str(tiny_dataset),
+            "fit_args": ["--data.batch_size", "8", "--data.num_workers", "0", "--trainer.max_steps", "6",
+                         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                         "--trainer.log_every_n_steps", "2", "--checkpoint.every_n_train_steps", "6"],
+            "embed_args": ["--batch-size", "16"], "probes": ["linear", "kernel_ridge", "logistic", "mlp"],
+            "probe_max_samples": None},
+    }  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["--config", str(path), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["scores"]) == {"image", "text"}
+    image = summary["scores"]["image"]
+    assert image["object_shape"]["role"] == "content" and image["object_shape"]["sizes"] == [2, 3]
+    assert "object_zpos" not in image  # constant factor skipped
+    assert all(0 <= v <= 1 for v in image["object_shape"]["mean"])
+    assert len(summary["val_loss"]["mean"]) == 2 and all(v > 0 for v in summary["val_loss"]["mean"])
+    ckpt = out / "encoding_size=3" / "seed=0" / "train" / "checkpoints" / "last.ckpt"
+    import torch
+
+    assert torch.load(ckpt, map_location="cpu", weights_only=False)["hyper_parameters"]["encoding_size"] == 3
+    emb = out / "encoding_size=3" / "seed=0" / "embeddings"
+    import numpy as np
+
+    assert np.load(emb / "embeddings_val.npz")["image"].shape == (16, 3)
+    mtime = (emb / "probe" / "results.json").stat().st_mtime
+    assert main(["--config", str(path), "--out", str(out)]) == 0  # finished runs are reused
+    assert (emb / "probe" / "results.json").stat().st_mtime == mtime
