@@ -116,6 +116,7 @@ def probe_representation(
     probes: tuple[str, ...] = ALL_PROBES,
     seed: int = 0,
     device: str | None = None,
+    solver: str = "eigh",
 ) -> list[ProbeResult]:
     """Probe every factor ``name -> (y_fit, y_test, meta)`` of one representation.
 
@@ -153,7 +154,7 @@ def probe_representation(
     if continuous and "kernel_ridge" in probes:
         y_fit = np.stack([np.asarray(factors[n][0], dtype=np.float64) for n in continuous], axis=1)
         fits = grid_search_kernel_ridge(
-            x_fit, y_fit, targets=[[i] for i in range(len(continuous))], device=device
+            x_fit, y_fit, targets=[[i] for i in range(len(continuous))], device=device, solver=solver
         )
         for name, fit in zip(continuous, fits, strict=True):
             add(

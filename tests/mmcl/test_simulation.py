@@ -235,3 +235,45 @@ def test_cli_rejects_unknown_override(capsys) -> None:
 
     assert main(["--batch-sise", "3"]) == 2
     assert "unknown simulation config key 'batch_sise'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigkilled_cli_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    """A real `mmcl simulate` process killed with SIGKILL mid-run; the same command then finishes
+    from the last checkpoint with exactly the numbers of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2", "--cond-pool", "2000",
+            "--encoder-widths", "[64, 64]", "--batch-size", "128", "--steps", "600", "--lr", "1e-3",
+            "--eval-samples", "300", "--settings", "[multimodal]", "--rows", "[p0.75-cau]", "--seeds", "[0]",
+            "--log-every", "50", "--checkpoint-every", "50", "--device", "cpu", "--threads", "1"]  # fmt: skip
+    cmd = [sys.executable, "-m", "mmcl.cli", "simulate", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    ckpt = killed / "multimodal" / "p0.75-cau" / "seed0" / "checkpoint.pt"
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if ckpt.exists() and torch.load(ckpt, weights_only=False)["step"] >= 200:
+            break
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    step_at_kill = torch.load(ckpt, weights_only=False)["step"]
+    assert 200 <= step_at_kill < 600
+    out = subprocess.run([*cmd, "--out", str(killed)], check=True, env=env, capture_output=True, text=True)
+    assert f"resuming from step {step_at_kill}" in out.stdout
+
+    def metrics(root: Path) -> dict:
+        m = json.loads((root / "multimodal" / "p0.75-cau" / "seed0" / "metrics.json").read_text())
+        return {k: m[k] for k in ("r2", "val_loss", "test_loss", "losses", "steps")}
+
+    assert metrics(killed) == metrics(tmp_path / "full")
