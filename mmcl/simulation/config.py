@@ -28,6 +28,7 @@ ROWS: dict[str, tuple[float, bool, bool]] = {
 # Table 8.1a (multi-view: f_1 = f_2, no m_i) and 8.1b (multimodal: f_1 != f_2).
 SETTINGS: tuple[str, ...] = ("multimodal", "multiview")
 STAT_COVARIANCES: tuple[str, ...] = ("upstream", "independent")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
 
 
 @dataclass
@@ -50,6 +51,7 @@ class SimulationConfig:
     encoder_slope: float = 0.01
     tau: float = 1.0
     lr: float = 1e-4
+    lr_schedule: str = "constant"
     batch_size: int = 6144
     steps: int = 300000
     grad_clip: float = 2.0
@@ -152,6 +154,10 @@ def validate(cfg: SimulationConfig) -> None:
     if not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
         raise ValueError(
             f"simulation config key 'seeds' must be a non-empty list of distinct ints, got {cfg.seeds}"
+        )
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(
+            f"simulation config key 'lr_schedule' must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}"
         )
     if cfg.probe_solver not in ("eigh", "cholesky"):
         raise ValueError(

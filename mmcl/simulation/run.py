@@ -60,7 +60,7 @@ def run_one(
         if metrics.get("identity") == identity:
             return metrics
     run = train(cfg, setting, row, seed, run_dir, log=log)
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     source = {
         "generator": "mmcl simulate",
         "setting": setting,
@@ -76,6 +76,8 @@ def run_one(
         "steps": run.step,
         "train_seconds": run.seconds,
         "eval_seconds": time.perf_counter() - t0,
+        "train_cpu_seconds": run.cpu_seconds,
+        "eval_cpu_seconds": time.process_time() - cpu0,
         "losses": run.losses,
     }
     metrics["table"] = table_entry(metrics)
@@ -85,7 +87,8 @@ def run_one(
     t = metrics["table"]
     log(
         f"[{setting}/{row}/seed{seed}] R^2 content {t['content']:.3f} style {t['style']:.3f} "
-        f"modality {t['modality_specific']:.3f} (train {run.seconds:.0f}s, eval {metrics['eval_seconds']:.0f}s)"
+        f"modality {t['modality_specific']:.3f} (train {run.seconds:.0f}s wall / {run.cpu_seconds:.0f}s CPU, "
+        f"eval {metrics['eval_seconds']:.0f}s wall / {metrics['eval_cpu_seconds']:.0f}s CPU)"
     )
     return metrics
 

@@ -37,6 +37,7 @@ from mmcl.simulation.generative import (
 CHECKPOINT = "checkpoint.pt"
 # Keys that change what is trained; a checkpoint made under different values is not resumed.
 TRAINING_KEYS = (
+    "lr_schedule",
     "content_n",
     "style_n",
     "modality_n",
@@ -65,6 +66,7 @@ class TrainedRun:
     step: int
     losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     finished: bool = False
 
 
@@ -87,7 +89,15 @@ def build(
 
 
 def _identity(cfg: SimulationConfig, setting: str, row: str, seed: int) -> dict[str, Any]:
-    return {"setting": setting, "row": row, "seed": seed, **{k: getattr(cfg, k) for k in TRAINING_KEYS}}
+    # a cosine schedule depends on the total number of steps; a constant one does not
+    steps = cfg.steps if cfg.lr_schedule == "cosine" else None
+    return {
+        "setting": setting,
+        "row": row,
+        "seed": seed,
+        "schedule_steps": steps,
+        **{k: getattr(cfg, k) for k in TRAINING_KEYS},
+    }
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
@@ -115,6 +125,7 @@ def train(
     process, g1, g2 = build(cfg, setting, row, seed, device)
     params = list(g1.parameters()) + list(g2.parameters())
     optimizer = torch.optim.Adam(params, lr=cfg.lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(cfg, step))
     identity = _identity(cfg, setting, row, seed)
     run = TrainedRun(process, g1, g2, step=0)
     window: list[float] = []  # losses since the last log line
@@ -132,7 +143,9 @@ def train(
         g1.load_state_dict(ckpt["g1"])
         g2.load_state_dict(ckpt["g2"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
         run.step, run.losses, run.seconds = ckpt["step"], list(ckpt["losses"]), ckpt["seconds"]
+        run.cpu_seconds = ckpt.get("cpu_seconds", 0.0)
         window = list(ckpt["window"])
         log(f"[{setting}/{row}/seed{seed}] resuming from step {run.step}")
 
@@ -145,9 +158,11 @@ def train(
                 "g1": g1.state_dict(),
                 "g2": g2.state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
                 "losses": run.losses,
                 "window": window,
                 "seconds": run.seconds,
+                "cpu_seconds": run.cpu_seconds,
             },
             ckpt_path,
         )
@@ -155,7 +170,7 @@ def train(
     g1.train()
     g2.train()
     start_step, t0 = run.step, time.perf_counter()
-    t_last = t0
+    t_last, cpu_last = t0, time.process_time()
     while run.step < cfg.steps:
         gen = torch_generator(seed, STREAM_TRAIN, run.step, device=device)
         batch = process.sample(cfg.batch_size, gen)
@@ -164,6 +179,7 @@ def train(
         loss.backward()
         nn.utils.clip_grad_norm_(params, max_norm=cfg.grad_clip, norm_type=2.0)
         optimizer.step()
+        schedule.step()
         run.step += 1
         window.append(loss.item())
         if not math.isfinite(window[-1]):
@@ -178,8 +194,10 @@ def train(
                 f"{rate:.2f} steps/s ETA {_duration(eta)}"
             )
             window = []
+        cpu_now = time.process_time()
         run.seconds += now - t_last
-        t_last = now
+        run.cpu_seconds += cpu_now - cpu_last
+        t_last, cpu_last = now, cpu_now
         interrupted = stop_after is not None and run.step - start_step >= stop_after
         if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps or interrupted:
             checkpoint()
@@ -191,6 +209,14 @@ def train(
     g1.eval()
     g2.eval()
     return run
+
+
+def lr_factor(cfg: SimulationConfig, step: int) -> float:
+    """Multiplier of ``cfg.lr`` at ``step``: 1 (constant, the paper) or a cosine decay to 0 over
+    ``cfg.steps`` (for shortened runs, where a decaying rate sharpens the final encoders)."""
+    if cfg.lr_schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(step, cfg.steps) / cfg.steps))
+    return 1.0
 
 
 def _duration(seconds: float) -> str:

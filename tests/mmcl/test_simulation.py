@@ -143,10 +143,11 @@ def test_latent_dependencies(row: str) -> None:
 # --- training, resume, evaluation ------------------------------------------------------------
 
 
-def test_resume_after_interruption_is_identical(tmp_path: Path) -> None:
+@pytest.mark.parametrize("schedule", ["constant", "cosine"])
+def test_resume_after_interruption_is_identical(tmp_path: Path, schedule: str) -> None:
     from mmcl.simulation.train import train
 
-    cfg = tiny(steps=12, checkpoint_every=4)
+    cfg = tiny(steps=12, checkpoint_every=4, lr_schedule=schedule)
     full = train(cfg, "multimodal", "p0.75-cau", 0, tmp_path / "full", log=lambda m: None)
     # interrupted after 6 steps (a checkpoint written at step 6), then the same call again
     part = train(cfg, "multimodal", "p0.75-cau", 0, tmp_path / "part", stop_after=6, log=lambda m: None)
