@@ -42,7 +42,18 @@ def next_version(log_root: Path) -> int:
 
 
 class RunConfigSaver(SaveConfigCallback):
-    """Saves the resolved config as ``config.yaml`` in the run's log folder (never overwrites)."""
+    """Saves the resolved config as ``config.yaml`` in the run's log folder; if one is there
+    already (``trainer.logger: false`` logs into the root folder), as ``config-N.yaml``."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if not self.already_saved and trainer.log_dir is not None:
+            log_dir, n = Path(trainer.log_dir), 0
+            name = "config.yaml"
+            while (log_dir / name).exists():
+                n += 1
+                name = f"config-{n}.yaml"
+            self.config_filename = trainer.strategy.broadcast(name)
+        super().setup(trainer, pl_module, stage)
 
 
 class ContrastiveCLI(LightningCLI):
