@@ -1,0 +1,193 @@
+"""Networks of the DMVAE (seed 003 §9.2): encoders, decoders and the mutual-information critic.
+
+Encoders reuse :mod:`mmcl.encoders` -- an :class:`~mmcl.encoders.Encoder` is a backbone plus a
+:class:`~mmcl.encoders.GaussianHead` giving the mean and log-variance of q(c | x_i) or
+q(m_i | x_i). Besides the ResNet-18 of ``mmcl.encoders`` (the thesis' choice, 224x224 on GPUs)
+the image side offers :class:`ConvImageBackbone`, a plain strided ConvNet that is about five
+times cheaper at 64x64 and is what the CPU-sized configs use; it lives here as an adapter
+rather than as an option of ``mmcl.encoders`` (owned by the contrastive-training code).
+
+* :class:`ImageDecoder` -- p(x_img | c, m_img): Linear to a ``s0 x s0`` feature map, then
+  transposed convolutions doubling the size up to the image resolution (64 -> 4 blocks from
+  4x4, 224 -> 5 blocks from 7x7); outputs the location of the likelihood in [0, 1].
+* :class:`TextDecoder` -- p(x_txt | c, m_txt): an MLP to one feature vector per token position,
+  then a shared Linear to vocabulary logits: a categorical likelihood per position
+  (non-autoregressive, positions independent given (c, m)).
+* :class:`Discriminator` -- D_i(c, m_i) of Eq. 9.7 as an MLP on the concatenation, outputting
+  the logit of "joint pair".
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+from mmcl.encoders import Encoder, GaussianHead, check_encoding_size, image_encoder, text_encoder
+
+ImageBackbone = Literal["convnet", "resnet18"]
+
+
+def downsampling_sizes(resolution: int, stop: int = 7) -> list[int]:
+    """Feature-map sizes of stride-2 layers from ``resolution`` until the size is <= ``stop``."""
+    if resolution < 8:
+        raise ValueError(f"image resolution must be >= 8, got {resolution}")
+    sizes, size = [], resolution
+    while size > stop:
+        size = (size + 1) // 2
+        sizes.append(size)
+    return sizes
+
+
+def upsampling_start(resolution: int) -> tuple[int, int]:
+    """``(s0, n_blocks)`` with ``s0 * 2**n_blocks == resolution`` and ``4 <= s0 <= 7``."""
+    size, blocks = resolution, 0
+    while size > 7:
+        if size % 2:
+            raise ValueError(
+                f"image resolution {resolution} is not s0 * 2^k with 4 <= s0 <= 7 "
+                "(supported: 32, 56, 64, 112, 128, 224, 256, ...)"
+            )
+        size //= 2
+        blocks += 1
+    if size < 4:
+        raise ValueError(f"image resolution {resolution} is too small for the decoder (needs >= 32)")
+    return size, blocks
+
+
+class ConvImageBackbone(nn.Module):
+    """Strided 4x4 convolutions (BatchNorm, SiLU) halving the image down to <= 7x7, flattened,
+    then Linear to ``hidden_size`` features."""
+
+    def __init__(
+        self, resolution: int = 64, hidden_size: int = 256, base_channels: int = 32, max_channels: int = 256
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        sizes = downsampling_sizes(resolution)
+        for i, _ in enumerate(sizes):
+            c_out = min(base_channels * 2**i, max_channels)
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.SiLU()]
+            c_in = c_out
+        self.resolution = resolution
+        self.convnet = nn.Sequential(*layers)
+        self.linear = nn.Linear(c_in * sizes[-1] ** 2, hidden_size)
+        self.out_features = hidden_size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 4 or image.shape[1] != 3 or image.shape[-1] != self.resolution:
+            raise ValueError(
+                f"image encoder expects (batch, 3, {self.resolution}, {self.resolution}) images, "
+                f"got shape {tuple(image.shape)}"
+            )
+        return self.linear(self.convnet(image).flatten(1))
+
+
+def gaussian_image_encoder(
+    encoding_size: int,
+    resolution: int,
+    backbone: ImageBackbone = "convnet",
+    hidden_size: int = 256,
+    base_channels: int = 32,
+) -> Encoder:
+    """Image -> Gaussian posterior (mean, logvar) of size ``encoding_size``."""
+    check_encoding_size(encoding_size)
+    if backbone == "resnet18":
+        return image_encoder(encoding_size, hidden_size, head="gaussian")
+    if backbone == "convnet":
+        bb = ConvImageBackbone(resolution, hidden_size, base_channels)
+        return Encoder(bb, GaussianHead(hidden_size, encoding_size, activation=True))
+    raise ValueError(f"image backbone must be 'convnet' or 'resnet18', got {backbone!r}")
+
+
+def gaussian_text_encoder(
+    encoding_size: int,
+    vocab_size: int,
+    max_length: int,
+    backbone: Literal["convnet", "transformer"] = "convnet",
+    embedding_dim: int = 128,
+    fbase: int = 25,
+    transformer_config: dict | None = None,
+) -> Encoder:
+    """Token ids -> Gaussian posterior, the ``mmcl.encoders`` text encoder with a Gaussian head."""
+    return text_encoder(
+        vocab_size,
+        max_length,
+        encoding_size,
+        backbone=backbone,
+        head="gaussian",
+        embedding_dim=embedding_dim,
+        fbase=fbase,
+        transformer_config=transformer_config,
+    )
+
+
+class ImageDecoder(nn.Module):
+    """(c, m) -> location of p(x_img | c, m) in [0, 1], shape (B, 3, resolution, resolution)."""
+
+    def __init__(
+        self, latent_size: int, resolution: int = 64, base_channels: int = 32, max_channels: int = 256
+    ):
+        super().__init__()
+        s0, blocks = upsampling_start(resolution)
+        channels = [min(base_channels * 2**i, max_channels) for i in range(blocks)][::-1]
+        self.s0, self.c0, self.resolution = s0, channels[0], resolution
+        self.linear = nn.Sequential(nn.Linear(latent_size, channels[0] * s0 * s0), nn.SiLU())
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(channels, channels[1:] + [channels[-1]]):
+            layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.SiLU()]
+        layers.append(nn.Conv2d(channels[-1], 3, 3, 1, 1))
+        self.deconv = nn.Sequential(*layers)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        h = self.linear(latent).view(-1, self.c0, self.s0, self.s0)
+        return torch.sigmoid(self.deconv(h))
+
+
+class TextDecoder(nn.Module):
+    """(c, m) -> logits (B, max_length, vocab_size) of a categorical per token position."""
+
+    def __init__(
+        self,
+        latent_size: int,
+        vocab_size: int,
+        max_length: int,
+        hidden_size: int = 256,
+        position_size: int = 64,
+    ):
+        super().__init__()
+        self.max_length, self.vocab_size, self.position_size = max_length, vocab_size, position_size
+        self.mlp = nn.Sequential(
+            nn.Linear(latent_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, max_length * position_size),
+        )
+        self.norm = nn.LayerNorm(position_size)
+        self.out = nn.Linear(position_size, vocab_size)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        h = self.mlp(latent).view(-1, self.max_length, self.position_size)
+        return self.out(torch.nn.functional.silu(self.norm(h)))
+
+
+class Discriminator(nn.Module):
+    """D_i(c, m_i): logit that the pair was drawn jointly rather than from q(c) q(m_i)."""
+
+    def __init__(self, content_size: int, specific_size: int, hidden_size: int = 256, layers: int = 3):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"discriminator layers must be >= 1, got {layers}")
+        mods: list[nn.Module] = []
+        size = content_size + specific_size
+        for _ in range(layers - 1):
+            mods += [nn.Linear(size, hidden_size), nn.LeakyReLU(0.2)]
+            size = hidden_size
+        mods.append(nn.Linear(size, 1))
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, content: torch.Tensor, specific: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([content, specific], dim=-1)).squeeze(-1)

@@ -1,0 +1,229 @@
+"""DMVAE stage 1: the shared inference network q(c | x) trained with MoPoE-InfoNCE (seed 003 §9.2.2).
+
+Each modality has a Gaussian posterior q(c | x_i) (an encoder of ``mmcl.encoders`` with a
+Gaussian head). The posterior of any subset A is the product of experts ``q_PoE(c | x_A)``
+(closed form, :func:`mmcl.dmvae.losses.poe`); the variational joint posterior is the MoPoE
+mixture over all non-empty subsets (Eq. 9.1/9.2). Training minimises Eq. 9.3: per example a
+subset A is drawn uniformly, ``c_A ~ q_PoE(c | x_A)`` is contrasted against ``c ~ q_PoE(c | x)``
+of the full set, with the other examples' full-set embeddings as negatives (gathered from every
+rank under DDP, as in ``mmcl.distributed``).
+
+:class:`ContentModule` composes the two encoders, the loss and Adam; nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+
+from mmcl.distributed import gather_with_grad
+from mmcl.dmvae.data import MODALITIES
+from mmcl.dmvae.losses import mopoe_infonce, poe, sample_gaussian, sample_subsets
+from mmcl.dmvae.networks import ImageBackbone, gaussian_image_encoder, gaussian_text_encoder
+from mmcl.encoders import Posterior, check_encoding_size
+from mmcl.losses import similarity_matrix
+
+
+def lr_lambda(warmup_steps: int, schedule: str, total_steps: int | None):
+    """Linear warm-up, then constant or cosine decay to 0 at ``total_steps``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "cosine" and total_steps:
+            progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return factor
+
+
+def check_schedule(lr: float, lr_schedule: str, warmup_steps: int, where: str) -> None:
+    if not lr > 0:
+        raise ValueError(f"{where}.lr must be > 0, got {lr}")
+    if lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"{where}.lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
+    if warmup_steps < 0:
+        raise ValueError(f"{where}.warmup_steps must be >= 0, got {warmup_steps}")
+
+
+class ResumableRNG:
+    """Puts the global RNG states (torch, numpy, random) in every checkpoint and restores them
+    when training resumes, so that the subsets A and the reparameterisation noise after a resume
+    continue exactly as in an uninterrupted run (the data order is restored by ``mmcl.data``)."""
+
+    _pending_rng: dict | None = None
+
+    def save_rng(self, checkpoint: dict) -> None:
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        # plain types and tensors only: Lightning restores checkpoints with weights_only=True
+        checkpoint["rng_state"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
+            "python": random.getstate(),
+        }
+
+    def load_rng(self, checkpoint: dict) -> None:
+        self._pending_rng = checkpoint.get("rng_state")
+
+    def on_train_start(self) -> None:
+        state, self._pending_rng = self._pending_rng, None
+        if state is not None:
+            torch.set_rng_state(state["torch"])
+            name, keys, pos, has_gauss, cached = state["numpy"]
+            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+            random.setstate(state["python"])
+
+
+class ContentModule(ResumableRNG, pl.LightningModule):
+    """Stage 1: q(c | x_image), q(c | x_text), PoE/MoPoE and the MoPoE-InfoNCE loss (Eq. 9.3).
+
+    Args:
+        encoding_size: dimension of the content embedding c.
+        vocabulary, max_text_length: the dataset's tokenizer (linked from the data module and
+            kept in the checkpoint; stage 2 and eval refuse a dataset with another vocabulary).
+        image_resolution: side of the square images (linked from the manifest).
+        image_backbone: 'convnet' (CPU-sized, :class:`~mmcl.dmvae.networks.ConvImageBackbone`)
+            or 'resnet18' (the thesis' encoder, ``mmcl.encoders``).
+        image_hidden_size: backbone output features before the Gaussian head.
+        image_base_channels: channels of the first ConvNet layer (doubled per layer, max 256).
+        text_backbone, text_embedding_dim, text_fbase, transformer_config: the text encoder of
+            ``mmcl.encoders`` ('convnet' is the "4-layer ConvNet" of Table A.2b).
+        similarity: 'cosine' or 'euclidean' (negative squared distance).
+        tau: temperature of Eq. 9.3.
+        prior_expert: include N(0, I) as an extra expert in every product (off in the thesis).
+        lr, weight_decay, lr_schedule, warmup_steps: Adam and its schedule.
+    """
+
+    def __init__(
+        self,
+        encoding_size: int = 16,
+        vocabulary: list[str] | None = None,
+        max_text_length: int = 35,
+        image_resolution: int = 64,
+        image_backbone: ImageBackbone = "convnet",
+        image_hidden_size: int = 256,
+        image_base_channels: int = 32,
+        text_backbone: Literal["convnet", "transformer"] = "convnet",
+        text_embedding_dim: int = 128,
+        text_fbase: int = 25,
+        transformer_config: dict[str, Any] | None = None,
+        similarity: Literal["cosine", "euclidean"] = "cosine",
+        tau: float = 0.1,
+        prior_expert: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        warmup_steps: int = 0,
+    ):
+        super().__init__()
+        check_encoding_size(encoding_size)
+        if vocabulary is None or len(vocabulary) < 4:
+            raise ValueError("stage1.model.vocabulary is required (linked from the dataset manifest)")
+        if similarity not in ("cosine", "euclidean"):
+            raise ValueError(f"stage1.model.similarity must be 'cosine' or 'euclidean', got {similarity!r}")
+        if not tau > 0:
+            raise ValueError(f"stage1.model.tau must be > 0, got {tau}")
+        check_schedule(lr, lr_schedule, warmup_steps, "stage1.model")
+        self.save_hyperparameters()
+        self.image_encoder = gaussian_image_encoder(
+            encoding_size, image_resolution, image_backbone, image_hidden_size, image_base_channels
+        )
+        self.text_encoder = gaussian_text_encoder(
+            encoding_size,
+            len(vocabulary),
+            max_text_length,
+            text_backbone,
+            text_embedding_dim,
+            text_fbase,
+            transformer_config,
+        )
+
+    @property
+    def encoding_size(self) -> int:
+        return int(self.hparams.encoding_size)
+
+    # ------------------------------------------------------------------ inference
+    def expert(self, modality: str, x: torch.Tensor) -> Posterior:
+        """The unimodal posterior q(c | x_modality)."""
+        if modality == "image":
+            return self.image_encoder(x)
+        if modality == "text":
+            return self.text_encoder(x)
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+
+    def experts(self, image: torch.Tensor, text: torch.Tensor) -> Posterior:
+        """Both unimodal posteriors stacked as ``(B, 2, d)`` in the order of ``MODALITIES``."""
+        pi, pt = self.expert("image", image), self.expert("text", text)
+        return Posterior(torch.stack([pi.mean, pt.mean], 1), torch.stack([pi.logvar, pt.logvar], 1))
+
+    def content(self, image: torch.Tensor | None = None, text: torch.Tensor | None = None) -> Posterior:
+        """q_PoE(c | x_A) for the modalities given (A = those that are not None)."""
+        given = {m: x for m, x in zip(MODALITIES, (image, text)) if x is not None}
+        if not given:
+            raise ValueError("content() needs at least one modality")
+        posts = [self.expert(m, x) for m, x in given.items()]
+        mean = torch.stack([p.mean for p in posts], 1)
+        logvar = torch.stack([p.logvar for p in posts], 1)
+        return poe(mean, logvar, prior_expert=self.hparams.prior_expert)
+
+    def mopoe_sample(
+        self, experts: Posterior, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(c, mask)``: per example a uniform non-empty subset A and ``c ~ q_PoE(c | x_A)``."""
+        mask = sample_subsets(experts.mean.shape[0], len(MODALITIES), generator, experts.mean.device)
+        post = poe(experts.mean, experts.logvar, mask, self.hparams.prior_expert)
+        return sample_gaussian(post, generator), mask
+
+    # ------------------------------------------------------------------ training
+    def _loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[torch.Tensor, Posterior]:
+        experts = self.experts(batch["image"], batch["text"])
+        content_subset, _ = self.mopoe_sample(experts, generator)
+        full = poe(experts.mean, experts.logvar, prior_expert=self.hparams.prior_expert)
+        content_full = sample_gaussian(full, generator)
+        with torch.autocast(device_type=content_full.device.type, enabled=False):
+            loss = mopoe_infonce(
+                gather_with_grad(content_subset.float()),
+                gather_with_grad(content_full.float()),
+                tau=self.hparams.tau,
+                similarity=self.hparams.similarity,
+            )
+        return loss, experts
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, experts = self._loss(batch)
+        n = batch["image"].shape[0]
+        self.log("stage1/train_loss", loss, on_step=True, prog_bar=True, batch_size=n)
+        self.log("stage1/logvar_image", experts.logvar[:, 0].mean().detach(), on_step=True, batch_size=n)
+        self.log("stage1/logvar_text", experts.logvar[:, 1].mean().detach(), on_step=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        # a fixed generator per batch: the validation loss is comparable between evaluations
+        generator = torch.Generator().manual_seed(batch_idx)
+        loss, experts = self._loss(batch, generator)
+        n = batch["image"].shape[0]
+        sim = similarity_matrix(experts.mean[:, 1], experts.mean[:, 0], self.hparams.similarity)
+        top1 = (sim.argmax(1) == torch.arange(n, device=sim.device)).float().mean()
+        self.log("stage1/val_loss", loss, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        self.log("stage1/val_text_to_image_top1", top1, on_epoch=True, batch_size=n, sync_dist=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.save_rng(checkpoint)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.load_rng(checkpoint)
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        total = self.trainer.max_steps if self.trainer is not None else None
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lr_lambda(hp.warmup_steps, hp.lr_schedule, total if total and total > 0 else None)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

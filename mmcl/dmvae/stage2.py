@@ -1,0 +1,379 @@
+"""DMVAE stage 2: conditional VAEs on the frozen content c (seed 003 §9.2.3-9.2.5).
+
+For every modality i a conditional VAE with encoder q(m_i | x_i) and decoder p(x_i | c, m_i),
+prior N(0, I) on m_i, maximises (Stage 2 objective of §9.2.5)
+
+    E_{p(x) q_MoPoE(c | x)} [ L_ELBO(x_i | c) ] - delta_i * I_hat(c; m_i)
+
+with the ELBO of Eq. 9.4 and the mutual-information estimate of Eq. 9.8,
+``I_hat = E_joint[log D_i / (1 - D_i)]``, from a discriminator D_i trained with the binary
+cross-entropy of Eq. 9.7 on joint pairs (c, m_i) against batch-permuted pairs.
+
+Who updates what (§9.2.4/9.2.5):
+* the stage-1 network q(c | x) is frozen (no gradients, kept in eval mode);
+* the penalty delta_i * I_hat reaches only the encoder of m_i: it is evaluated through a
+  detached copy of D_i's parameters, and the decoder does not take part in it;
+* D_i is updated once per training step, after the VAE step, on the step's (c, m_i) detached.
+
+``content_sampling`` picks the c the decoders are trained on: 'mopoe' (the thesis: a uniform
+non-empty subset A per example, ``c ~ q_PoE(c | x_A)``), 'full' (``c ~ q_PoE(c | x)``) or
+'mean' (the mean of the full-set posterior).
+
+:class:`SpecificModule` composes the frozen content network, per-modality encoders, decoders and
+discriminators, the losses of :mod:`mmcl.dmvae.losses` and two Adam optimisers; nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from mmcl.dmvae.data import MODALITIES
+from mmcl.dmvae.losses import (
+    IMAGE_LIKELIHOODS,
+    categorical_log_likelihood,
+    discriminator_bce,
+    elbo,
+    kl_standard_normal,
+    mutual_information_estimate,
+    permute_pairs,
+    poe,
+    sample_gaussian,
+)
+from mmcl.dmvae.networks import (
+    Discriminator,
+    ImageBackbone,
+    ImageDecoder,
+    TextDecoder,
+    gaussian_image_encoder,
+    gaussian_text_encoder,
+)
+from mmcl.dmvae.stage1 import ContentModule, ResumableRNG, check_schedule, lr_lambda
+from mmcl.encoders import Posterior, check_encoding_size
+
+ContentSampling = Literal["mopoe", "full", "mean"]
+
+
+def per_modality(value: Any, modalities: list[str], name: str) -> dict[str, Any]:
+    """A scalar for every modality, or a mapping that names each of them exactly."""
+    if isinstance(value, dict):
+        missing = [m for m in modalities if m not in value]
+        unknown = [m for m in value if m not in MODALITIES]
+        if missing or unknown:
+            raise ValueError(
+                f"stage2.model.{name} must give every modality of {modalities} "
+                f"(missing {missing}, unknown {unknown})"
+            )
+        return {m: value[m] for m in modalities}
+    return {m: value for m in modalities}
+
+
+class SpecificModule(ResumableRNG, pl.LightningModule):
+    """Stage 2: per-modality conditional VAEs + MI discriminators on a frozen :class:`ContentModule`.
+
+    Args:
+        content_hparams: hyperparameters of the stage-1 :class:`ContentModule` (read from its
+            checkpoint by ``mmcl dmvae fit``; the weights are loaded with :meth:`load_content`).
+        modalities: the modalities that get a VAE ('image', 'text').
+        specific_size: dimension of m_i (an int, or a mapping per modality).
+        delta: Lagrange multiplier delta_i >= 0 of the MI penalty (400 in the thesis; a number or
+            a mapping per modality). 0 trains plain conditional VAEs (D_i is still trained, so
+            the leakage it measures is logged).
+        content_sampling: 'mopoe' | 'full' | 'mean', see the module docstring.
+        image_likelihood: 'laplace' or 'gaussian' on pixel intensities in [0, 1].
+        image_scale: scale of the image likelihood (Laplace b or Gaussian sigma).
+        learn_image_scale: learn one global log-scale with the VAE instead.
+        image_backbone, image_hidden_size, image_base_channels: the q(m_img | x_img) encoder.
+        decoder_base_channels: channels of the last transposed convolution (doubled towards
+            the input, at most 256).
+        text_embedding_dim, text_fbase: the ConvNet encoder of q(m_txt | x_txt).
+        text_decoder_hidden, text_decoder_position_size: the text decoder MLP.
+        discriminator_hidden, discriminator_layers: the MLPs D_i.
+        lr, discriminator_lr, weight_decay, lr_schedule, warmup_steps: the two Adam optimisers.
+        grad_clip: 2-norm clipping of the VAE gradients (0 = off).
+    """
+
+    def __init__(
+        self,
+        content_hparams: dict[str, Any] | None = None,
+        modalities: list[str] | None = None,
+        specific_size: int | dict[str, int] = 32,
+        delta: float | dict[str, float] = 400.0,
+        content_sampling: ContentSampling = "mopoe",
+        image_likelihood: Literal["laplace", "gaussian"] = "laplace",
+        image_scale: float = 0.1,
+        learn_image_scale: bool = False,
+        image_backbone: ImageBackbone = "convnet",
+        image_hidden_size: int = 256,
+        image_base_channels: int = 32,
+        decoder_base_channels: int = 16,
+        text_embedding_dim: int = 64,
+        text_fbase: int = 16,
+        text_decoder_hidden: int = 256,
+        text_decoder_position_size: int = 64,
+        discriminator_hidden: int = 256,
+        discriminator_layers: int = 3,
+        lr: float = 1e-3,
+        discriminator_lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        warmup_steps: int = 0,
+        grad_clip: float = 0.0,
+    ):
+        super().__init__()
+        if not content_hparams:
+            raise ValueError(
+                "stage 2 needs the stage-1 model: train stage 1 first (`mmcl dmvae fit --stages 1`) "
+                "or set stage1_checkpoint"
+            )
+        modalities = list(MODALITIES if modalities is None else modalities)
+        if (
+            not modalities
+            or any(m not in MODALITIES for m in modalities)
+            or len(set(modalities)) != len(modalities)
+        ):
+            raise ValueError(
+                f"stage2.model.modalities must be distinct entries of {MODALITIES}, got {modalities}"
+            )
+        deltas = per_modality(delta, modalities, "delta")
+        for m, d in deltas.items():
+            if not isinstance(d, int | float) or isinstance(d, bool) or not d >= 0 or math.isinf(d):
+                raise ValueError(f"stage2.model.delta must be a finite number >= 0, got {d!r} for {m}")
+        sizes = per_modality(specific_size, modalities, "specific_size")
+        for s in sizes.values():
+            check_encoding_size(s)
+        if content_sampling not in ("mopoe", "full", "mean"):
+            raise ValueError(
+                f"stage2.model.content_sampling must be mopoe|full|mean, got {content_sampling!r}"
+            )
+        if image_likelihood not in IMAGE_LIKELIHOODS:
+            raise ValueError(
+                f"stage2.model.image_likelihood must be laplace|gaussian, got {image_likelihood!r}"
+            )
+        if not image_scale > 0:
+            raise ValueError(f"stage2.model.image_scale must be > 0, got {image_scale}")
+        if grad_clip < 0:
+            raise ValueError(f"stage2.model.grad_clip must be >= 0, got {grad_clip}")
+        check_schedule(lr, lr_schedule, warmup_steps, "stage2.model")
+        check_schedule(discriminator_lr, lr_schedule, warmup_steps, "stage2.model.discriminator")
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.modalities = modalities
+        self.deltas = {m: float(d) for m, d in deltas.items()}
+        self.specific_sizes = sizes
+
+        self.content_model = ContentModule(**content_hparams)
+        self.content_model.requires_grad_(False)
+        self.content_model.eval()
+        chp = self.content_model.hparams
+        c_size = self.content_model.encoding_size
+        self.encoders = nn.ModuleDict()
+        self.decoders = nn.ModuleDict()
+        self.discriminators = nn.ModuleDict()
+        for m in modalities:
+            size = sizes[m]
+            if m == "image":
+                self.encoders[m] = gaussian_image_encoder(
+                    size, chp.image_resolution, image_backbone, image_hidden_size, image_base_channels
+                )
+                self.decoders[m] = ImageDecoder(c_size + size, chp.image_resolution, decoder_base_channels)
+            else:
+                self.encoders[m] = gaussian_text_encoder(
+                    size, len(chp.vocabulary), chp.max_text_length, "convnet", text_embedding_dim, text_fbase
+                )
+                self.decoders[m] = TextDecoder(
+                    c_size + size,
+                    len(chp.vocabulary),
+                    chp.max_text_length,
+                    text_decoder_hidden,
+                    text_decoder_position_size,
+                )
+            self.discriminators[m] = Discriminator(c_size, size, discriminator_hidden, discriminator_layers)
+        self.image_log_scale = nn.Parameter(
+            torch.tensor(math.log(image_scale)), requires_grad=learn_image_scale
+        )
+        self.discriminator_optimizer: torch.optim.Optimizer | None = None
+        self._pending_discriminator_state: dict | None = None
+
+    # ------------------------------------------------------------------ setup
+    def load_content(self, content: ContentModule) -> None:
+        """Copy the weights of a trained stage-1 model (same hyperparameters) into the frozen copy."""
+        self.content_model.load_state_dict(content.state_dict())
+        self.content_model.requires_grad_(False)
+        self.content_model.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.content_model.eval()  # frozen: batch norm keeps its stage-1 statistics
+        return self
+
+    @property
+    def content_size(self) -> int:
+        return self.content_model.encoding_size
+
+    @property
+    def image_scale(self) -> torch.Tensor:
+        return self.image_log_scale.exp()
+
+    # ------------------------------------------------------------------ model
+    def inputs(self, modality: str, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encoder input, likelihood target) of one modality."""
+        if modality == "image":
+            return batch["image"], batch["image01"]
+        return batch["text"], batch["text"]
+
+    @torch.no_grad()
+    def content(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The c the decoders are trained on (``content_sampling``), without gradients."""
+        experts = self.content_model.experts(batch["image"], batch["text"])
+        mode = self.hparams.content_sampling
+        if mode == "mopoe":
+            return self.content_model.mopoe_sample(experts, generator)[0]
+        full = poe(experts.mean, experts.logvar, prior_expert=self.content_model.hparams.prior_expert)
+        return full.mean if mode == "mean" else sample_gaussian(full, generator)
+
+    def encode_specific(self, modality: str, x: torch.Tensor) -> Posterior:
+        return self.encoders[modality](x)
+
+    def decode(self, modality: str, content: torch.Tensor, specific: torch.Tensor) -> torch.Tensor:
+        """Image: the likelihood location in [0, 1]; text: logits (B, L, V)."""
+        return self.decoders[modality](torch.cat([content, specific], dim=-1))
+
+    def log_likelihood(self, modality: str, target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        if modality == "image":
+            fn = IMAGE_LIKELIHOODS[self.hparams.image_likelihood]
+            return fn(target, output, self.image_scale)
+        return categorical_log_likelihood(output, target)
+
+    def mutual_information(
+        self, modality: str, content: torch.Tensor, specific: torch.Tensor
+    ) -> torch.Tensor:
+        """Eq. 9.8 through D_i with detached parameters: its gradient reaches only ``specific``."""
+        disc = self.discriminators[modality]
+        params = {k: v.detach() for k, v in disc.named_parameters()}
+        return mutual_information_estimate(functional_call(disc, params, (content.detach(), specific)))
+
+    def vae_terms(
+        self, modality: str, batch: dict, content: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Per-example ELBO terms (Eq. 9.4) and the MI estimate (Eq. 9.8) of one modality."""
+        x, target = self.inputs(modality, batch)
+        q_m = self.encode_specific(modality, x)
+        specific = sample_gaussian(q_m, generator)
+        output = self.decode(modality, content, specific)
+        log_lik = self.log_likelihood(modality, target, output)
+        kl = kl_standard_normal(q_m)
+        return {
+            "log_likelihood": log_lik,
+            "kl": kl,
+            "elbo": elbo(log_lik, kl),
+            "mi": self.mutual_information(modality, content, specific),
+            "specific": specific,
+        }
+
+    def discriminator_loss(
+        self, modality: str, content: torch.Tensor, specific: torch.Tensor, generator=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Eq. 9.7 loss, accuracy) of D_i on detached joint vs batch-permuted pairs."""
+        disc = self.discriminators[modality]
+        c, m = content.detach(), specific.detach()
+        joint, marginal = disc(c, m), disc(c, permute_pairs(m, generator))
+        acc = 0.5 * ((joint > 0).float().mean() + (marginal < 0).float().mean())
+        return discriminator_bce(joint, marginal), acc
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: dict, batch_idx: int) -> None:
+        opt_vae = self.optimizers()
+        content = self.content(batch)
+        n = content.shape[0]
+        total = content.new_zeros(())
+        specifics = {}
+        for m in self.modalities:
+            terms = self.vae_terms(m, batch, content)
+            loss_m = -terms["elbo"].mean() + self.deltas[m] * terms["mi"]
+            total = total + loss_m
+            specifics[m] = terms["specific"]
+            self.log(
+                f"stage2/{m}/elbo",
+                terms["elbo"].mean().detach(),
+                on_step=True,
+                prog_bar=m == "image",
+                batch_size=n,
+            )
+            self.log(f"stage2/{m}/kl", terms["kl"].mean().detach(), on_step=True, batch_size=n)
+            self.log(f"stage2/{m}/mi", terms["mi"].detach(), on_step=True, prog_bar=True, batch_size=n)
+        opt_vae.zero_grad(set_to_none=True)
+        self.manual_backward(total)
+        if self.hparams.grad_clip > 0:
+            self.clip_gradients(
+                opt_vae, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm"
+            )
+        opt_vae.step()
+        self.lr_schedulers().step()
+        # the discriminators: once per step, on this step's pairs (Eq. 9.7)
+        d_total = content.new_zeros(())
+        for m in self.modalities:
+            d_loss, d_acc = self.discriminator_loss(m, content, specifics[m])
+            d_total = d_total + d_loss
+            self.log(f"stage2/{m}/disc_acc", d_acc, on_step=True, batch_size=n)
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        d_total.backward()
+        self.discriminator_optimizer.step()
+        self.log("stage2/train_loss", total.detach(), on_step=True, batch_size=n)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        generator = torch.Generator().manual_seed(batch_idx)
+        content = self.content(batch, generator)
+        n = content.shape[0]
+        for m in self.modalities:
+            terms = self.vae_terms(m, batch, content, generator)
+            _, d_acc = self.discriminator_loss(m, content, terms["specific"], generator)
+            self.log(
+                f"stage2/val_{m}_elbo",
+                terms["elbo"].mean(),
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=n,
+                sync_dist=True,
+            )
+            self.log(f"stage2/val_{m}_mi", terms["mi"], on_epoch=True, batch_size=n, sync_dist=True)
+            self.log(f"stage2/val_{m}_disc_acc", d_acc, on_epoch=True, batch_size=n, sync_dist=True)
+
+    def configure_optimizers(self):
+        """The VAE optimiser goes to Lightning (one optimiser step = one training step, so
+        ``trainer.max_steps`` counts training steps); the discriminators' Adam is the module's
+        own and travels in the checkpoint under ``discriminator_optimizer``."""
+        hp = self.hparams
+        vae_params = [
+            p
+            for n, p in self.named_parameters()
+            if p.requires_grad and not n.startswith(("discriminators.", "content_model."))
+        ]
+        opt_vae = torch.optim.Adam(vae_params, lr=hp.lr, weight_decay=hp.weight_decay)
+        self.discriminator_optimizer = torch.optim.Adam(
+            self.discriminators.parameters(), lr=hp.discriminator_lr
+        )
+        if self._pending_discriminator_state is not None:
+            self.discriminator_optimizer.load_state_dict(self._pending_discriminator_state)
+            self._pending_discriminator_state = None
+        total = self.trainer.max_steps if self.trainer is not None else None
+        total = total if total and total > 0 else None
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            opt_vae, lr_lambda(hp.warmup_steps, hp.lr_schedule, total)
+        )
+        return {"optimizer": opt_vae, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.save_rng(checkpoint)
+        if self.discriminator_optimizer is not None:
+            checkpoint["discriminator_optimizer"] = self.discriminator_optimizer.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # called before configure_optimizers when a run resumes
+        self.load_rng(checkpoint)
+        self._pending_discriminator_state = checkpoint.get("discriminator_optimizer")
