@@ -1,0 +1,267 @@
+"""``mmcl dmvae generate``: cross-modal and unconditional sample grids (seed 003 Fig. 9.1).
+
+    mmcl dmvae generate --run RUN [--modes text2image image2text unconditional] [--columns 8] [--rows 5]
+
+Every grid follows Fig. 9.1b: along a *column* the content c is the same, along a *row* the
+modality-specific m is the same (rows are draws from the prior N(0, I)).
+
+* text2image: c = mean of q(c | x_txt) of test sentences (printed above their columns);
+* image2text: c = mean of q(c | x_img) of test images (shown in the top row), generated
+  sentences in the cells (greedy per-position argmax), each marked when it does not parse;
+* unconditional: c ~ GMM prior (``RUN/gmm.npz``), one image grid and one text grid sharing c.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from mmcl.data import DataError
+from mmcl.dmvae.data import add_unit_images
+from mmcl.dmvae.grammar import Grammar
+from mmcl.dmvae.io import DMVAEError, save_figure, write_json
+from mmcl.dmvae.run import load_run
+from mmcl.dmvae.stage2 import SpecificModule
+
+MODES = ("text2image", "image2text", "unconditional")
+
+
+@torch.no_grad()
+def prior_specific(module: SpecificModule, modality: str, n: int, seed: int) -> torch.Tensor:
+    """``n`` draws of m_modality from N(0, I)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, module.specific_sizes[modality], generator=g)
+
+
+@torch.no_grad()
+def decode_grid(
+    module: SpecificModule, modality: str, content: torch.Tensor, specific: torch.Tensor
+) -> torch.Tensor:
+    """Outputs for every (row r, column k) pair of ``specific[r]`` and ``content[k]``:
+    images (R, K, 3, H, W) in [0, 1] or token ids (R, K, L)."""
+    r, k = len(specific), len(content)
+    c = content.unsqueeze(0).expand(r, k, -1).reshape(r * k, -1)
+    m = specific.unsqueeze(1).expand(r, k, -1).reshape(r * k, -1)
+    out = module.decode(modality, c, m)
+    if modality == "text":
+        out = out.argmax(-1)
+    return out.reshape(r, k, *out.shape[1:])
+
+
+@torch.no_grad()
+def conditioning_batch(data, split: str, n: int) -> dict:
+    """The first ``n`` examples of ``split`` (reading order), with ``image01``."""
+    loader = data.dataloader(split, train=False, rank=0, world_size=1)
+    parts: list[dict] = []
+    got = 0
+    for batch in loader:
+        parts.append(add_unit_images(batch, data.image_mean, data.image_std))
+        got += len(batch["text"])
+        if got >= n:
+            break
+    out = {k: torch.cat([p[k] for p in parts])[:n] for k in ("image", "image01", "text")}
+    return out
+
+
+def _imshow(ax, image: torch.Tensor) -> None:
+    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy(), interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def image_grid_figure(
+    images: torch.Tensor,
+    column_titles: list[str] | None = None,
+    header_images: torch.Tensor | None = None,
+    title: str = "",
+):
+    """(R, K, 3, H, W) images as a grid; optional wrapped titles or an extra top row of images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r, k = images.shape[:2]
+    extra = 1 if header_images is not None else 0
+    title_h = 0.9 if column_titles else 0.0
+    fig, axes = plt.subplots(
+        r + extra, k, figsize=(1.35 * k, 1.35 * (r + extra) + title_h + 0.4), squeeze=False
+    )
+    for j in range(k):
+        if header_images is not None:
+            _imshow(axes[0, j], header_images[j])
+        for i in range(r):
+            _imshow(axes[i + extra, j], images[i, j])
+        if column_titles:
+            axes[0, j].set_title("\n".join(textwrap.wrap(column_titles[j], 22)), fontsize=5.5)
+    if header_images is not None:
+        axes[0, 0].set_ylabel("input", fontsize=7)
+    axes[extra, 0].set_ylabel("m ~ N(0, I)", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def text_grid_figure(
+    sentences: list[list[str]],
+    ok: list[list[bool]],
+    header_images: torch.Tensor | None = None,
+    title: str = "",
+):
+    """(R, K) generated sentences; red text marks a sentence the grammar does not accept."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    r, k = len(sentences), len(sentences[0])
+    extra = 1 if header_images is not None else 0
+    fig, axes = plt.subplots(
+        r + extra,
+        k,
+        figsize=(1.9 * k, 1.0 * r + 1.6 * extra + 0.5),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [1.6] * extra + [1.0] * r},
+    )
+    for j in range(k):
+        if header_images is not None:
+            _imshow(axes[0, j], header_images[j])
+        for i in range(r):
+            ax = axes[i + extra, j]
+            ax.axis("off")
+            ax.text(
+                0.5,
+                0.5,
+                "\n".join(textwrap.wrap(sentences[i][j], 26)),
+                ha="center",
+                va="center",
+                fontsize=5.5,
+                color="black" if ok[i][j] else "tab:red",
+                transform=ax.transAxes,
+            )
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def generate(
+    run_dir: str | Path,
+    modes: list[str],
+    columns: int = 8,
+    rows: int = 5,
+    seed: int = 0,
+    split: str = "test",
+    out: str | Path | None = None,
+    data_root: str | None = None,
+    log=print,
+) -> dict:
+    """Write the sample grids of ``modes`` to ``out`` (default RUN/samples); returns what was made."""
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise DMVAEError(f"--modes takes {', '.join(MODES)}, got {modes}")
+    if columns < 1 or rows < 1:
+        raise DMVAEError(f"--columns and --rows must be >= 1, got {columns} and {rows}")
+    run = load_run(run_dir, data_root, need_prior="unconditional" in modes)
+    module, data = run.module, run.data
+    grammar = Grammar(data.manifest)
+    out_dir = Path(out) if out else run.layout.samples_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made: dict = {"run": str(run.layout.root), "global_step": run.global_step, "seed": seed, "files": {}}
+    cond = conditioning_batch(data, split, columns) if {"text2image", "image2text"} & set(modes) else None
+    if cond is not None and len(cond["text"]) < columns:
+        raise DMVAEError(f"split {split!r} has only {len(cond['text'])} examples for {columns} columns")
+
+    def text_cells(ids: torch.Tensor) -> tuple[list[list[str]], list[list[bool]]]:
+        sents = [[grammar.detokenize(ids[i, j]) for j in range(ids.shape[1])] for i in range(ids.shape[0])]
+        ok = [
+            [grammar.parse_ids(ids[i, j]) is not None for j in range(ids.shape[1])]
+            for i in range(ids.shape[0])
+        ]
+        return sents, ok
+
+    with torch.no_grad():
+        if "text2image" in modes and "image" in module.modalities:
+            content = module.content_model.content(text=cond["text"]).mean
+            images = decode_grid(module, "image", content, prior_specific(module, "image", rows, seed))
+            sentences = [grammar.detokenize(t) for t in cond["text"]]
+            fig = image_grid_figure(
+                images,
+                sentences,
+                title="text -> image: column = c of the sentence above, row = one m_img ~ N(0, I)",
+            )
+            path = out_dir / "text2image.png"
+            save_figure(fig, path)
+            made["files"]["text2image"] = str(path)
+        if "image2text" in modes and "text" in module.modalities:
+            content = module.content_model.content(image=cond["image"]).mean
+            ids = decode_grid(module, "text", content, prior_specific(module, "text", rows, seed))
+            sents, ok = text_cells(ids)
+            fig = text_grid_figure(
+                sents,
+                ok,
+                cond["image01"],
+                title="image -> text: column = c of the image "
+                "above, row = one m_txt ~ N(0, I) (red: not a sentence of the grammar)",
+            )
+            path = out_dir / "image2text.png"
+            save_figure(fig, path)
+            made["files"]["image2text"] = str(path)
+            made["image2text_sentences"] = sents
+        if "unconditional" in modes:
+            content = run.prior.sample(columns, seed)
+            if "image" in module.modalities:
+                images = decode_grid(
+                    module, "image", content, prior_specific(module, "image", rows, seed + 1)
+                )
+                fig = image_grid_figure(
+                    images, title="unconditional images: column = one c ~ GMM, row = one m_img ~ N(0, I)"
+                )
+                path = out_dir / "unconditional_image.png"
+                save_figure(fig, path)
+                made["files"]["unconditional_image"] = str(path)
+            if "text" in module.modalities:
+                ids = decode_grid(module, "text", content, prior_specific(module, "text", rows, seed + 2))
+                sents, ok = text_cells(ids)
+                fig = text_grid_figure(
+                    sents,
+                    ok,
+                    title="unconditional text: the same columns of c ~ GMM, row = one m_txt ~ N(0, I)",
+                )
+                path = out_dir / "unconditional_text.png"
+                save_figure(fig, path)
+                made["files"]["unconditional_text"] = str(path)
+                made["unconditional_sentences"] = sents
+    write_json(out_dir / "samples.json", made)
+    for name, path in made["files"].items():
+        log(f"{name}: {path}")
+    return made
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mmcl dmvae generate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="run directory of `mmcl dmvae fit`")
+    p.add_argument("--modes", nargs="+", default=list(MODES), help=f"any of {', '.join(MODES)}")
+    p.add_argument("--columns", type=int, default=8, help="columns = different c (default 8)")
+    p.add_argument("--rows", type=int, default=5, help="rows = different m (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", default="test", help="split of the conditioning examples (default test)")
+    p.add_argument("--data", default=None, help="dataset root (default: the run's data.root)")
+    p.add_argument("--out", default=None, help="output folder (default RUN/samples)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        generate(args.run, args.modes, args.columns, args.rows, args.seed, args.split, args.out, args.data)
+    except (DMVAEError, DataError) as exc:
+        print(f"mmcl dmvae generate: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

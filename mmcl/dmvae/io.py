@@ -1,0 +1,146 @@
+"""Run layout, checkpoint loading with clear errors, and every file writer of ``mmcl dmvae``.
+
+Run directory (``--out`` of ``mmcl dmvae fit``)::
+
+    RUN/config.yaml                     resolved config of the latest fit (configs/fit_NNN.yaml: each)
+    RUN/stage1/checkpoints/last.ckpt    stage 1 (MoPoE-InfoNCE), resumable
+    RUN/stage1/logs/version_N/metrics.csv
+    RUN/stage2/checkpoints/last.ckpt    stage 2 (conditional VAEs + discriminators), resumable
+    RUN/stage2/logs/version_N/metrics.csv
+    RUN/gmm.npz                         GMM prior on c (unconditional generation)
+    RUN/eval/                           `mmcl dmvae eval` output
+    RUN/samples/                        `mmcl dmvae generate` output
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STAGES: tuple[str, ...] = ("1", "2", "gmm")
+
+
+class DMVAEError(ValueError):
+    """Bad input to ``mmcl dmvae``: the message names the file or key and the fix."""
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    root: Path
+
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / f"stage{stage}"
+
+    def checkpoint(self, stage: str) -> Path:
+        return self.stage_dir(stage) / "checkpoints" / "last.ckpt"
+
+    @property
+    def gmm(self) -> Path:
+        return self.root / "gmm.npz"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def samples_dir(self) -> Path:
+        return self.root / "samples"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def read_checkpoint(path: str | Path, what: str) -> dict:
+    """A Lightning checkpoint as a dict; ``what`` ('stage-1', 'stage-2') names it in errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise DMVAEError(f"{path}: {what} checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # pickle/zip errors have many types
+        raise DMVAEError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+        raise DMVAEError(f"{path}: not a Lightning checkpoint (no state_dict / hyper_parameters)")
+    return ckpt
+
+
+def model_hparams(ckpt: dict) -> dict[str, Any]:
+    return {k: v for k, v in ckpt["hyper_parameters"].items() if not k.startswith("_")}
+
+
+def check_vocabulary(vocabulary: list[str] | None, dataset_vocabulary: list[str], where: str) -> None:
+    if vocabulary is None or list(vocabulary) != list(dataset_vocabulary):
+        n = "no" if vocabulary is None else len(vocabulary)
+        raise DMVAEError(
+            f"{where} was trained with a different vocabulary ({n} tokens) than the dataset "
+            f"({len(dataset_vocabulary)} tokens); token ids would mean different words -- use the "
+            "dataset the checkpoint was trained on"
+        )
+
+
+def differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Readable ``key: old -> new`` lines of two nested hyperparameter dicts."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(a, b, f"{prefix}{key}.")
+        elif _norm(a) != _norm(b):
+            sa, sb = (f"{len(v)} entries" if isinstance(v, list) and len(v) > 8 else repr(v) for v in (a, b))
+            out.append(f"{prefix}{key}: {sa} -> {sb}")
+    return out
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, tuple | list):
+        return [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _norm(x) for k, x in v.items()}
+    return v
+
+
+# ----------------------------------------------------------------------------- writers
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(Path(path), json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    return str(o)
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] | None = None) -> None:
+    fields = fields or list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k, "") for k in fields})
+    atomic_write_text(Path(path), buf.getvalue())
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)

@@ -1,0 +1,95 @@
+"""Loading a trained DMVAE run (stage-2 checkpoint, dataset, GMM prior) for generate / eval."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from mmcl.data import DataError
+from mmcl.dmvae.data import DMVAEDataModule
+from mmcl.dmvae.gmm import ContentPrior
+from mmcl.dmvae.io import DMVAEError, RunLayout, check_vocabulary, model_hparams, read_checkpoint
+from mmcl.dmvae.stage2 import SpecificModule
+
+
+@dataclass
+class LoadedRun:
+    layout: RunLayout
+    module: SpecificModule
+    data: DMVAEDataModule
+    config: dict
+    checkpoint: Path
+    global_step: int
+    prior: ContentPrior | None
+    prior_meta: dict
+
+
+def run_config(layout: RunLayout) -> dict:
+    if not layout.config.is_file():
+        raise DMVAEError(
+            f"{layout.config} not found: {layout.root} is not a run directory of `mmcl dmvae fit`"
+        )
+    return yaml.safe_load(layout.config.read_text()) or {}
+
+
+def load_specific_module(path: Path, vocabulary: list[str]) -> tuple[SpecificModule, dict]:
+    ckpt = read_checkpoint(path, "stage-2")
+    hp = model_hparams(ckpt)
+    if "content_hparams" not in hp:
+        raise DMVAEError(f"{path}: not a DMVAE stage-2 checkpoint (no content_hparams)")
+    check_vocabulary(hp["content_hparams"].get("vocabulary"), vocabulary, f"stage-2 checkpoint {path}")
+    try:
+        module = SpecificModule(**hp)
+        module.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DMVAEError(f"{path}: cannot rebuild the stage-2 model ({exc})") from None
+    return module.eval(), ckpt
+
+
+def load_run(
+    run_dir: str | Path,
+    data_root: str | Path | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    need_prior: bool = False,
+) -> LoadedRun:
+    """The stage-2 model of ``RUN`` with its dataset (``data_root`` or the run's ``data.root``)."""
+    layout = RunLayout(Path(run_dir))
+    config = run_config(layout)
+    root = data_root or (config.get("data") or {}).get("root")
+    if not root:
+        raise DMVAEError(f"{layout.config} names no data.root; pass --data")
+    data_kwargs = {
+        k: v
+        for k, v in (config.get("data") or {}).items()
+        if k in ("image_mean", "image_std", "on_corrupt", "shuffle_buffer")
+    }
+    try:
+        data = DMVAEDataModule(
+            str(root),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            seed=int(config.get("seed_everything") or 0),
+            **data_kwargs,
+        )
+    except DataError as exc:
+        raise DMVAEError(str(exc)) from None
+    ckpt_path = layout.checkpoint("2")
+    if not ckpt_path.is_file():
+        raise DMVAEError(f"{ckpt_path} not found: train stage 2 first (`mmcl dmvae fit --stages [2,gmm]`)")
+    module, ckpt = load_specific_module(ckpt_path, data.vocabulary)
+    prior, prior_meta = None, {}
+    if layout.gmm.is_file():
+        prior, prior_meta = ContentPrior.load(layout.gmm)
+        if prior.dim != module.content_size:
+            raise DMVAEError(
+                f"{layout.gmm} models {prior.dim}-d content but the stage-2 model uses encoding size "
+                f"{module.content_size}; refit it with `mmcl dmvae fit --stages [gmm]`"
+            )
+    elif need_prior:
+        raise DMVAEError(f"{layout.gmm} not found: fit the GMM prior first (`mmcl dmvae fit --stages [gmm]`)")
+    return LoadedRun(
+        layout, module, data, config, ckpt_path, int(ckpt.get("global_step", 0)), prior, prior_meta
+    )

@@ -1,0 +1,256 @@
+"""`mmcl dmvae fit / generate / eval` end to end on the real tiny dataset, resume and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mmcl.dmvae.cli import main as dmvae_main
+from mmcl.dmvae.generate import decode_grid
+from mmcl.dmvae.gmm import ContentPrior
+from mmcl.dmvae.run import load_run
+
+CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dmvae" / "tiny.yaml"
+
+
+def fit(root: Path, out: Path, *extra: str) -> int:
+    return dmvae_main(["fit", "--config", str(CONFIG), "--data.root", str(root), "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dmvae") / "run"
+    assert fit(tiny_dataset, out) == 0
+    return out
+
+
+def _state(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def test_fit_writes_every_stage_and_the_resolved_config(tiny_run):
+    for stage in ("1", "2"):
+        ckpt = _state(tiny_run / f"stage{stage}" / "checkpoints" / "last.ckpt")
+        assert ckpt["global_step"] == 8
+        assert (tiny_run / f"stage{stage}" / "logs" / "version_0" / "metrics.csv").is_file()
+    cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
+    assert cfg["stage2"]["model"]["delta"] == 400.0
+    assert cfg["stage1"]["trainer"]["max_steps"] == 8  # defaults and file values resolved
+    assert cfg["stage2"]["trainer"]["accelerator"] == "cpu"
+    prior, meta = ContentPrior.load(tiny_run / "gmm.npz")
+    assert prior.n_components == 2 and prior.dim == 4 and meta["encoding_size"] == 4
+    # stage 2 holds exactly the weights of stage 1 (frozen)
+    s1 = _state(tiny_run / "stage1" / "checkpoints" / "last.ckpt")["state_dict"]
+    s2 = _state(tiny_run / "stage2" / "checkpoints" / "last.ckpt")["state_dict"]
+    for k, v in s1.items():
+        torch.testing.assert_close(s2[f"content_model.{k}"], v, rtol=0, atol=0)
+
+
+def test_rerun_skips_finished_stages(tiny_run, tiny_dataset, capsys):
+    before = (tiny_run / "stage2" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
+    assert fit(tiny_dataset, tiny_run, "--stages", "[1,2,gmm]") == 0
+    out = capsys.readouterr().out
+    assert "stage 1:" in out and "already reached max_steps=8; skipped" in out
+    assert "gmm:" in out and "up to date" in out
+    assert (tiny_run / "stage2" / "checkpoints" / "last.ckpt").stat().st_mtime_ns == before
+    assert len(list((tiny_run / "configs").glob("fit_*.yaml"))) == 2
+
+
+@pytest.mark.parametrize("stage", ["1", "2"])
+def test_resume_matches_an_uninterrupted_run(tiny_dataset, tmp_path, stage):
+    """Stop after 4 of 8 steps (the state a kill leaves: checkpoint at step 4), rerun to 8: the
+    weights equal those of a straight 8-step run (data order, RNG and optimisers restored)."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    first = ["--stages", "[1]"] if stage == "1" else ["--stages", "[2]"]
+    if stage == "2":  # both stage-2 runs start from the same stage-1 checkpoint
+        assert fit(tiny_dataset, tmp_path / "s1", "--stages", "[1]") == 0
+        s1 = str(tmp_path / "s1" / "stage1" / "checkpoints" / "last.ckpt")
+        first += ["--stage1_checkpoint", s1]
+    key = f"--stage{stage}.trainer.max_steps"
+    assert fit(tiny_dataset, straight, *first) == 0
+    assert fit(tiny_dataset, resumed, *first, key, "4") == 0
+    assert _state(resumed / f"stage{stage}" / "checkpoints" / "last.ckpt")["global_step"] == 4
+    assert fit(tiny_dataset, resumed, *first) == 0
+    a = _state(straight / f"stage{stage}" / "checkpoints" / "last.ckpt")
+    b = _state(resumed / f"stage{stage}" / "checkpoints" / "last.ckpt")
+    assert b["global_step"] == 8
+    for k, v in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][k], v, rtol=0, atol=0, msg=k)
+
+
+def test_generate_grids_share_c_along_columns_and_m_along_rows(tiny_run):
+    assert dmvae_main(["generate", "--run", str(tiny_run), "--columns", "3", "--rows", "2"]) == 0
+    made = json.loads((tiny_run / "samples" / "samples.json").read_text())
+    assert set(made["files"]) == {"text2image", "image2text", "unconditional_image", "unconditional_text"}
+    for path in made["files"].values():
+        assert Path(path).stat().st_size > 1000
+    run = load_run(tiny_run)
+    c, m = torch.randn(3, 4), torch.randn(2, 3)
+    grid = decode_grid(run.module, "image", c, m)
+    assert grid.shape == (2, 3, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(grid[1, 2], run.module.decode("image", c[2:3], m[1:2])[0])
+        ids = decode_grid(run.module, "text", c, m)
+        torch.testing.assert_close(ids[0, 1], run.module.decode("text", c[1:2], m[0:1])[0].argmax(-1))
+
+
+def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
+    out = tmp_path / "eval"
+    rc = dmvae_main(
+        [
+            "eval",
+            "--run",
+            str(tiny_run),
+            "--out",
+            str(out),
+            "--classifier-epochs",
+            "1",
+            "--n-unconditional",
+            "40",
+            "--probes",
+            "logistic",
+            "linear",
+        ]
+    )
+    assert rc == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    for direction in ("text2image", "image2text"):
+        vals = metrics["coherence"][direction]
+        assert set(vals) >= {"object_shape", "object_xpos", "object_ypos", "all"}
+        assert all(0 <= v <= 1 for v in vals.values())
+    assert set(metrics["elbo"]) == {"image", "text"}
+    # a 12288-pixel Laplace log-likelihood and a 32-position categorical one, in nats
+    assert np.isfinite(metrics["elbo"]["image"]["elbo"]) and metrics["elbo"]["text"]["elbo"] < 0
+    assert {"text2image", "unconditional"} <= set(metrics["fd_factor_classifier"])
+    assert set(metrics["leakage"]["m_image"]["linear"]) == {"object_shape", "object_xpos", "object_ypos"}
+    assert (out / "probing_matrix.png").stat().st_size > 1000
+    assert (out / "coherence.csv").read_text().startswith("direction,factor,coherence")
+    # the embeddings follow docs/formats.md: `mmcl probe` reads them
+    from mmcl.probing.cli import main as probe_main
+
+    assert probe_main([str(out / "embeddings"), "--probes", "logistic", "--out", str(tmp_path / "p")]) == 0
+    emb = json.loads((out / "embeddings" / "embeddings.json").read_text())
+    assert set(emb["representations"]) == {"c", "m_image", "m_text"}
+    npz = np.load(out / "embeddings" / "embeddings_test.npz")
+    assert (
+        npz["c"].shape == (16, 4)
+        and npz["m_image"].shape == (16, 3)
+        and npz["factor:object_shape"].dtype == np.int64
+    )
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_stage2_without_stage1_checkpoint(tiny_dataset, tmp_path, capsys):
+    assert fit(tiny_dataset, tmp_path / "run", "--stages", "[2]") == 2
+    err = capsys.readouterr().err
+    assert "stage 2 needs a trained stage 1" in err and "stage1/checkpoints/last.ckpt does not exist" in err
+
+
+def test_checkpoint_from_another_vocabulary(tiny_run, tiny_dataset, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_dataset, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["tokenizer"]["vocabulary"].append("zebra")
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    s1 = str(tiny_run / "stage1" / "checkpoints" / "last.ckpt")
+    assert fit(other, tmp_path / "run", "--stages", "[2]", "--stage1_checkpoint", s1) == 2
+    assert "different vocabulary" in capsys.readouterr().err
+    assert dmvae_main(["eval", "--run", str(tiny_run), "--data", str(other)]) == 2
+    assert "different vocabulary" in capsys.readouterr().err
+
+
+def test_checkpoint_with_another_encoding_size(tiny_run, tiny_dataset, tmp_path, capsys):
+    s1 = str(tiny_run / "stage1" / "checkpoints" / "last.ckpt")
+    rc = fit(
+        tiny_dataset,
+        tmp_path / "run",
+        "--stages",
+        "[2]",
+        "--stage1_checkpoint",
+        s1,
+        "--stage1.model.encoding_size",
+        "6",
+    )
+    assert rc == 2
+    assert "encoding_size 4 but the config says stage1.model.encoding_size 6" in capsys.readouterr().err
+
+
+def test_resume_with_other_settings_is_refused(tiny_run, tiny_dataset, capsys):
+    rc = fit(
+        tiny_dataset,
+        tiny_run,
+        "--stages",
+        "[2]",
+        "--stage2.model.delta",
+        "10",
+        "--stage2.trainer.max_steps",
+        "12",
+    )
+    assert rc == 2
+    assert "other stage-2 settings (delta: 400.0 -> 10.0)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--stage2.model.delta", "-1"], "delta must be a finite number >= 0"),
+        (["--stage2.model.deltax", "1"], "deltax"),
+        (["--stages", "[3]"], "--stages takes a list of 1, 2, gmm"),
+    ],
+)
+def test_bad_config_values(tiny_run, tiny_dataset, tmp_path, capsys, argv, message):
+    s1 = str(tiny_run / "stage1" / "checkpoints" / "last.ckpt")
+    rc = fit(tiny_dataset, tmp_path / "run", "--stages", "[2]", "--stage1_checkpoint", s1, *argv)
+    assert rc == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_killed_fit_resumes_to_completion(tiny_dataset, tmp_path):
+    """SIGKILL a real `mmcl dmvae fit` process after its first checkpoint; the rerun finishes."""
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        "-m",
+        "mmcl.cli",
+        "dmvae",
+        "fit",
+        "--config",
+        str(CONFIG),
+        "--data.root",
+        str(tiny_dataset),
+        "--out",
+        str(out),
+        "--stages",
+        "[1]",
+        "--stage1.trainer.max_steps",
+        "400",
+        "--stage1.checkpoint_every_n_steps",
+        "2",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "stage1" / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 300
+    while not ckpt.is_file() and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = _state(ckpt)["global_step"]
+    assert 0 < step < 400
+    rc = subprocess.run(
+        cmd[:-4] + ["--stage1.trainer.max_steps", str(step + 6)], capture_output=True, text=True
+    )
+    assert rc.returncode == 0, rc.stderr[-2000:]
+    assert "resuming" in rc.stdout
+    assert _state(ckpt)["global_step"] == step + 6
