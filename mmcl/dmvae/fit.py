@@ -97,6 +97,13 @@ def build_parser(prog: str = "mmcl dmvae fit"):
             default=200,
             help="save checkpoints/last.ckpt every this many steps (resume point)",
         )
+        if stage == "stage2":
+            p.add_argument(
+                "--stage2.cache_content",
+                type=bool,
+                default=True,
+                help="encode the training split once with the frozen stage 1 instead of every step",
+            )
         p.add_class_arguments(pl.Trainer, f"{stage}.trainer", skip=TRAINER_SKIP, fail_untyped=False)
         p.add_class_arguments(cls, f"{stage}.model", skip=skip, fail_untyped=False)
     p.add_argument("--gmm.n_components", type=int, default=100, help="mixture components (thesis: 100)")
@@ -186,8 +193,44 @@ class ProgressLines(Callback):
         )
 
 
+class ContentCache(Callback):
+    """Encodes the training split once with the frozen stage-1 network and hands the experts'
+    means and log-variances to :class:`SpecificModule` (saves the stage-1 forward pass on every
+    stage-2 step; the values are those the step would compute)."""
+
+    def __init__(self, log=print):
+        self._print = log
+
+    @torch.no_grad()
+    def on_fit_start(self, trainer, pl_module) -> None:
+        data = trainer.datamodule
+        t0 = time.perf_counter()
+        loader = data.dataloader("train", train=False, rank=0, world_size=1, num_workers=0)
+        index, stats = [], []
+        for batch in loader:
+            batch = add_unit_images(batch, data.image_mean, data.image_std)
+            experts = pl_module.content_model.experts(
+                batch["image"].to(pl_module.device), batch["text"].to(pl_module.device)
+            )
+            stats.append(torch.stack([experts.mean, experts.logvar], 1))
+            index.append(batch["index"])
+        idx = torch.cat(index)
+        cache = torch.zeros(int(idx.max()) + 1, *stats[0].shape[1:], device=pl_module.device)
+        cache[idx.to(pl_module.device)] = torch.cat(stats)
+        pl_module.content_cache = cache
+        self._print(
+            f"stage 2: cached q(c | x_i) of {len(idx)} training examples ({time.perf_counter() - t0:.0f}s)"
+        )
+
+
 def make_trainer(
-    stage: str, trainer_cfg: dict, stage_dir: Path, every_n: int, progress: str, log
+    stage: str,
+    trainer_cfg: dict,
+    stage_dir: Path,
+    every_n: int,
+    progress: str,
+    log,
+    extra: list[Callback] | None = None,
 ) -> pl.Trainer:
     kwargs = dict(trainer_cfg)
     kwargs.pop("enable_progress_bar", None)
@@ -202,6 +245,7 @@ def make_trainer(
         ),
         RunMetadata(),
         ThroughputMonitor(),
+        *(extra or []),
     ]
     if progress == "bar":
         callbacks.append(ProgressBar())
@@ -354,8 +398,9 @@ def run_stage2(cfg, layout: RunLayout, log=print) -> Path:
             "stage2.trainer.gradient_clip_val is not available with the manual optimisation of "
             "stage 2; use stage2.model.grad_clip"
         )
+    cache = [ContentCache(log)] if cfg.stage2.cache_content else []
     trainer = make_trainer(
-        "2", trainer_cfg, layout.stage_dir("2"), cfg.stage2.checkpoint_every_n_steps, cfg.progress, log
+        "2", trainer_cfg, layout.stage_dir("2"), cfg.stage2.checkpoint_every_n_steps, cfg.progress, log, cache
     )
     with quiet_lightning():
         trainer.fit(module, datamodule=data, ckpt_path=resume)

@@ -9,7 +9,8 @@ rather than as an option of ``mmcl.encoders`` (owned by the contrastive-training
 
 * :class:`ImageDecoder` -- p(x_img | c, m_img): Linear to a ``s0 x s0`` feature map, then
   transposed convolutions doubling the size up to the image resolution (64 -> 4 blocks from
-  4x4, 224 -> 5 blocks from 7x7); outputs the location of the likelihood in [0, 1].
+  4x4, 224 -> 5 blocks from 7x7) while halving the channels down to ``base_channels``, and a
+  3x3 convolution to RGB; outputs the location of the likelihood in [0, 1].
 * :class:`TextDecoder` -- p(x_txt | c, m_txt): an MLP to one feature vector per token position,
   then a shared Linear to vocabulary logits: a categorical likelihood per position
   (non-autoregressive, positions independent given (c, m)).
@@ -132,11 +133,12 @@ class ImageDecoder(nn.Module):
     ):
         super().__init__()
         s0, blocks = upsampling_start(resolution)
-        channels = [min(base_channels * 2**i, max_channels) for i in range(blocks)][::-1]
+        # channels halve with every doubling of the size: base_channels at full resolution
+        channels = [min(base_channels * 2**i, max_channels) for i in range(blocks + 1)][::-1]
         self.s0, self.c0, self.resolution = s0, channels[0], resolution
         self.linear = nn.Sequential(nn.Linear(latent_size, channels[0] * s0 * s0), nn.SiLU())
         layers: list[nn.Module] = []
-        for c_in, c_out in zip(channels, channels[1:] + [channels[-1]]):
+        for c_in, c_out in zip(channels, channels[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.SiLU()]
         layers.append(nn.Conv2d(channels[-1], 3, 3, 1, 1))
         self.deconv = nn.Sequential(*layers)

@@ -197,6 +197,10 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         self.image_log_scale = nn.Parameter(
             torch.tensor(math.log(image_scale)), requires_grad=learn_image_scale
         )
+        # (N, 2, M, d): mean and logvar of every expert q(c | x_i) for the training split by sample
+        # index, filled by ``mmcl.dmvae.fit.ContentCache`` (stage 1 is frozen and in eval mode, so
+        # the cached posteriors equal recomputed ones); not part of the checkpoint
+        self.content_cache: torch.Tensor | None = None
         self.discriminator_optimizer: torch.optim.Optimizer | None = None
         self._pending_discriminator_state: dict | None = None
 
@@ -228,9 +232,19 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         return batch["text"], batch["text"]
 
     @torch.no_grad()
-    def content(self, batch: dict, generator: torch.Generator | None = None) -> torch.Tensor:
+    def experts(self, batch: dict, use_cache: bool = False) -> Posterior:
+        """The unimodal posteriors q(c | x_i), ``(B, M, d)``, from the cache when asked and filled."""
+        if use_cache and self.content_cache is not None:
+            cached = self.content_cache[batch["index"].to(self.content_cache.device)]
+            return Posterior(cached[:, 0], cached[:, 1])
+        return self.content_model.experts(batch["image"], batch["text"])
+
+    @torch.no_grad()
+    def content(
+        self, batch: dict, generator: torch.Generator | None = None, use_cache: bool = False
+    ) -> torch.Tensor:
         """The c the decoders are trained on (``content_sampling``), without gradients."""
-        experts = self.content_model.experts(batch["image"], batch["text"])
+        experts = self.experts(batch, use_cache)
         mode = self.hparams.content_sampling
         if mode == "mopoe":
             return self.content_model.mopoe_sample(experts, generator)[0]
@@ -289,7 +303,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> None:
         opt_vae = self.optimizers()
-        content = self.content(batch)
+        content = self.content(batch, use_cache=True)
         n = content.shape[0]
         total = content.new_zeros(())
         specifics = {}

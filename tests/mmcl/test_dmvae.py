@@ -252,3 +252,19 @@ def test_frechet_distance_of_gaussians():
     assert frechet_distance(a, b) == pytest.approx(4.0, abs=0.1)
     c = rng.normal(0, 2, size=(20000, 3))  # Tr(1 + 4 - 2 * 2) = 1 per dimension
     assert frechet_distance(a, c) == pytest.approx(3.0, abs=0.1)
+
+
+def test_content_cache_equals_the_frozen_stage1_forward(data, batch):
+    """Stage 2 encodes the training split once (ContentCache); the cached experts must be what the
+    frozen stage-1 network computes for the same examples."""
+    from types import SimpleNamespace
+
+    from mmcl.dmvae.fit import ContentCache
+
+    module = make_specific(data).train()
+    ContentCache(log=lambda m: None).on_fit_start(SimpleNamespace(datamodule=data), module)
+    assert module.content_cache.shape == (48, 2, 2, 4)
+    cached = module.experts(batch, use_cache=True)
+    fresh = module.experts(batch, use_cache=False)
+    torch.testing.assert_close(cached.mean, fresh.mean, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cached.logvar, fresh.logvar, atol=1e-5, rtol=1e-5)

@@ -95,7 +95,7 @@ def test_generate_grids_share_c_along_columns_and_m_along_rows(tiny_run):
     for path in made["files"].values():
         assert Path(path).stat().st_size > 1000
     run = load_run(tiny_run)
-    c, m = torch.randn(3, 4), torch.randn(2, 3)
+    c, m = torch.randn(3, 4), torch.randn(2, run.module.specific_sizes["image"])
     grid = decode_grid(run.module, "image", c, m)
     assert grid.shape == (2, 3, 3, 32, 32)
     with torch.no_grad():
@@ -144,7 +144,7 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
     npz = np.load(out / "embeddings" / "embeddings_test.npz")
     assert (
         npz["c"].shape == (16, 4)
-        and npz["m_image"].shape == (16, 3)
+        and npz["m_image"].shape == (16, 4)
         and npz["factor:object_shape"].dtype == np.int64
     )
 
