@@ -242,6 +242,8 @@ def make_trainer(
             save_top_k=1,
             every_n_train_steps=every_n,
             auto_insert_metric_name=False,
+            # a resumed run (a new callback instance) must overwrite last.ckpt, not add last-v1.ckpt
+            enable_version_counter=False,
         ),
         RunMetadata(),
         ThroughputMonitor(),
