@@ -111,6 +111,8 @@ def run_probes(
             None if device == "auto" else device,
             solver,
         )
+    if not results:
+        raise EmbeddingsError(f"nothing to probe in {directory}: every selected factor is constant")
     header = {
         "input": str(directory),
         "fit_split": fit_split,
