@@ -453,8 +453,8 @@ def _shuffled(
 class ShardStream(IterableDataset):
     """Yields whole batches of one split for one rank; see the module docstring for the cut.
 
-    The epoch, resume position, rank and world size live in a small shared tensor so that
-    persistent workers see the values the main process sets before each ``iter()``.
+    The epoch and the resume position live in a small shared-memory tensor so that persistent
+    workers see the values the main process sets before each ``iter()``.
     """
 
     def __init__(

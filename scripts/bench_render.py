@@ -126,7 +126,21 @@ def run_frontier(n: int, renderer: SceneRenderer) -> dict:
     ref_settings = PRESETS["reference"]
     rows = {name: {"seconds": [], "cpu": [], "psnr": [], "ssim": []} for name, _ in configs}
     ref_times, ref_cpu, floor_psnr, floor_ssim = [], [], [], []
+    # per-latent progress survives a kill: a rerun with the same configs picks up where it stopped
+    partial = OUT / "render_frontier.partial.json"
+    names = [name for name, _ in configs]
+    done = 0
+    if partial.is_file():
+        state = json.loads(partial.read_text())
+        if state["configs"] == names and state["n"] == n:
+            rows, done = state["rows"], state["done"]
+            ref_times, ref_cpu = state["ref_times"], state["ref_cpu"]
+            floor_psnr, floor_ssim = state["floor_psnr"], state["floor_ssim"]
+            print(f"[frontier] resuming after latent {done}/{n}", file=sys.stderr, flush=True)
+    started = time.perf_counter()
     for i, s in enumerate(bench_latents(n)):
+        if i < done:
+            continue
         ref, t = timed_render(renderer, ref_settings, s)
         ref_times.append(t.wall)
         ref_cpu.append(t.cpu)
@@ -140,7 +154,15 @@ def run_frontier(n: int, renderer: SceneRenderer) -> dict:
             rows[name]["cpu"].append(t.cpu)
             rows[name]["psnr"].append(psnr(img, ref))
             rows[name]["ssim"].append(ssim(img, ref))
-        print(f"[frontier] latent {i + 1}/{n}", file=sys.stderr, flush=True)
+        OUT.mkdir(parents=True, exist_ok=True)
+        state = {"configs": names, "n": n, "done": i + 1, "rows": rows, "ref_times": ref_times}
+        state.update(ref_cpu=ref_cpu, floor_psnr=floor_psnr, floor_ssim=floor_ssim)
+        tmp = partial.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(partial)
+        per = (time.perf_counter() - started) / (i + 1 - done)
+        eta = per * (n - i - 1) / 60
+        print(f"[frontier] latent {i + 1}/{n} ({per:.1f} s/latent, ETA {eta:.1f} min)", file=sys.stderr, flush=True)
     table = []
     for name, settings in configs:
         r = rows[name]
@@ -153,6 +175,7 @@ def run_frontier(n: int, renderer: SceneRenderer) -> dict:
                 "light_tree": settings.light_tree,
                 "adaptive": settings.use_adaptive_sampling,
                 "seconds_per_image": float(np.mean(r["seconds"])),
+                "cpu_seconds_per_image": float(np.mean(r["cpu"])),
                 "psnr_mean": float(np.mean(r["psnr"])),
                 "psnr_min": float(np.min(r["psnr"])),
                 "ssim_mean": float(np.mean(r["ssim"])),
@@ -161,11 +184,12 @@ def run_frontier(n: int, renderer: SceneRenderer) -> dict:
         )
     ok = [row for row in table if row["psnr_mean"] >= PSNR_TARGET]
     best = min(ok, key=lambda row: row["cpu_seconds_per_image"]) if ok else None
-    return {
+    result = {
         "n_latents": n,
         "resolution": ref_settings.resolution,
         "table": table,
         "reference_seconds_per_image": float(np.mean(ref_times)),
+        "reference_cpu_seconds_per_image": float(np.mean(ref_cpu)),
         "reference_noise_floor": {
             "psnr_mean": float(np.mean(floor_psnr)),
             "ssim_mean": float(np.mean(floor_ssim)),
@@ -173,6 +197,8 @@ def run_frontier(n: int, renderer: SceneRenderer) -> dict:
         },
         "fastest_config_with_psnr_ge_35": best,
     }
+    partial.unlink(missing_ok=True)
+    return result
 
 
 def write_frontier(result: dict) -> None:
@@ -198,7 +224,7 @@ def write_frontier(result: dict) -> None:
             and r["adaptive"]
         ]
         ax.plot(
-            [r["seconds_per_image"] for r in rows],
+            [r["cpu_seconds_per_image"] for r in rows],
             [r["psnr_mean"] for r in rows],
             marker=marker,
             color=colour,
@@ -207,7 +233,7 @@ def write_frontier(result: dict) -> None:
         for r in rows:
             ax.annotate(
                 str(r["samples"]),
-                (r["seconds_per_image"], r["psnr_mean"]),
+                (r["cpu_seconds_per_image"], r["psnr_mean"]),
                 fontsize=7,
                 xytext=(3, 3),
                 textcoords="offset points",
@@ -218,7 +244,7 @@ def write_frontier(result: dict) -> None:
         if r["denoise_quality"] not in ("", "HIGH") or not r["light_tree"] or not r["adaptive"]
     ]
     ax.scatter(
-        [r["seconds_per_image"] for r in variants],
+        [r["cpu_seconds_per_image"] for r in variants],
         [r["psnr_mean"] for r in variants],
         marker="x",
         color="tab:orange",
@@ -230,7 +256,7 @@ def write_frontier(result: dict) -> None:
     best = result["fastest_config_with_psnr_ge_35"]
     if best:
         ax.scatter(
-            [best["seconds_per_image"]],
+            [best["cpu_seconds_per_image"]],
             [best["psnr_mean"]],
             s=160,
             facecolors="none",

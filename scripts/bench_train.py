@@ -13,10 +13,20 @@ same batch and the same images, in one run, at 64x64 and 224x224:
   the workers, uint8 batches, normalisation after transfer), with the model options
   ``channels_last``, ``precision=bf16-mixed`` and ``compile`` switched on one at a time.
 
-Each variant trains ``--warmup`` + ``--steps`` steps; samples/s and the data-wait fraction
-(time blocked in the loader's ``next()`` over wall time) are taken over the last ``--steps``.
-Variants are interleaved over ``--rounds`` rounds and the median is reported, because the
-machine may be shared; the load average around every measurement is recorded.
+Two measurements per resolution:
+
+* ``paired`` (the headline): every variant is built at once (model, optimiser, loader with its
+  worker) and each round runs one training step of every variant, in rotating order. On a
+  shared machine whatever else runs then slows all variants alike; samples/s is the batch size
+  over the median step time. "ours" here runs the operations of ``mmcl fit``'s training step
+  (same loader, normalisation, autocast, loss, clipping, Adam) without the Lightning loop.
+* ``end_to_end``: the baseline loop and the recommended variant through the real Lightning
+  ``Trainer`` (what ``mmcl fit`` runs), one after the other, to confirm the figures and the
+  data-wait fraction of the full pipeline.
+
+The data-wait fraction is the time blocked in the loader's ``next()`` over the step time; the
+load average and the CPU time per sample (this process and the variant's loader worker) are
+recorded alongside.
 
 Prints one JSON document and writes docs/bench/train.json. The images are rendered once with
 datagen (``default`` preset) into ``--data-dir`` and reused.
@@ -33,6 +43,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -83,7 +94,10 @@ def prepare_data(data_dir: Path, resolution: int, n_images: int) -> tuple[Path, 
     """(shard root, published-layout root) with the same ``n_images`` renders."""
     shards = data_dir / f"r{resolution}" / "shards"
     published = data_dir / f"r{resolution}" / "published"
-    if not (shards / "manifest.json").is_file():
+    manifest = shards / "manifest.json"
+    if manifest.is_file() and json.loads(manifest.read_text()).get("counts", {}).get("train") != n_images:
+        shutil.rmtree(data_dir / f"r{resolution}")  # made for another --images
+    if not manifest.is_file():
         from datagen.config import make_config
         from datagen.pipeline import generate
 
@@ -142,15 +156,35 @@ def make_model(manifest, channels_last: bool = False, compile: bool = False):
     )
 
 
-def summarise(ends: list[float], waits: list[float], warmup: int, batch_size: int) -> dict:
-    """Figures over steps warmup..end from per-step end times and cumulative wait seconds."""
+def cpu_seconds(loader) -> float:
+    """CPU time (user + system, all threads) of this process and the loader's worker processes.
+
+    Unlike wall time it hardly depends on what else runs on the machine, so it is recorded as
+    a contention-robust second measure: CPU-seconds spent per training sample."""
+    pids = [os.getpid()]
+    it = getattr(loader, "_iterator", None)
+    pids += [w.pid for w in getattr(it, "_workers", [])]
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def summarise(ends: list[float], waits: list[float], cpus: list[float], warmup: int, batch_size: int) -> dict:
+    """Figures over steps warmup..end from per-step end times, cumulative wait and CPU seconds."""
     wall = ends[-1] - ends[warmup - 1]
     wait = waits[-1] - waits[warmup - 1]
+    cpu = cpus[-1] - cpus[warmup - 1]
     steps = len(ends) - warmup
     return {
         "samples_per_sec": steps * batch_size / wall,
         "step_sec": wall / steps,
         "data_wait_frac": wait / wall,
+        "cpu_ms_per_sample": 1e3 * cpu / (steps * batch_size),
         "steps": steps,
     }
 
@@ -172,7 +206,7 @@ def run_baseline(published: Path, manifest, batch_size: int, workers: int, warmu
     model = make_model(manifest)
     params = list(model.image_encoder.parameters()) + list(model.text_encoder.parameters())
     optimizer = torch.optim.Adam(params, lr=1e-5)
-    ends, waits, wait = [], [], 0.0
+    ends, waits, cpus, wait = [], [], [], 0.0
     it = iter(loader)
     while len(ends) < warmup + steps:
         t = time.perf_counter()
@@ -190,7 +224,8 @@ def run_baseline(published: Path, manifest, batch_size: int, workers: int, warmu
         loss.item()
         ends.append(time.perf_counter())
         waits.append(wait)
-    return summarise(ends, waits, warmup, batch_size)
+        cpus.append(cpu_seconds(loader))
+    return summarise(ends, waits, cpus, warmup, batch_size)
 
 
 def run_ours(shards: Path, batch_size: int, workers: int, warmup: int, steps: int, options: dict) -> dict:
@@ -201,11 +236,12 @@ def run_ours(shards: Path, batch_size: int, workers: int, warmup: int, steps: in
 
     class StepClock(Callback):
         def __init__(self):
-            self.ends, self.waits = [], []
+            self.ends, self.waits, self.cpus = [], [], []
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             self.ends.append(time.perf_counter())
             self.waits.append(trainer.train_dataloader.wait_seconds)
+            self.cpus.append(cpu_seconds(trainer.train_dataloader))
 
     dm = MultimodalDataModule(str(shards), batch_size=batch_size, num_workers=workers, seed=0)
     model = make_model(dm.manifest, options["channels_last"], options["compile"])
@@ -227,7 +263,122 @@ def run_ours(shards: Path, batch_size: int, workers: int, warmup: int, steps: in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         trainer.fit(model, datamodule=dm)
-    return summarise(clock.ends, clock.waits, warmup, batch_size)
+    return summarise(clock.ends, clock.waits, clock.cpus, warmup, batch_size)
+
+
+class Stepper:
+    """One variant of the paired comparison: its own model, optimiser, loader and clocks."""
+
+    def __init__(self, name: str, loader, model, step_fn):
+        self.name, self.loader, self.model, self.step_fn = name, loader, model, step_fn
+        self.it = iter(loader)
+        self.times, self.waits, self.cpus = [], [], []
+        self._cpu_last = cpu_seconds(loader)
+
+    def next_batch(self):
+        try:
+            return next(self.it)
+        except StopIteration:  # upstream's InfiniteIterator / a new epoch of ours
+            self.it = iter(self.loader)
+            return next(self.it)
+
+    def step(self) -> None:
+        t0 = time.perf_counter()
+        batch = self.next_batch()
+        t1 = time.perf_counter()
+        self.step_fn(batch)
+        t2 = time.perf_counter()
+        cpu = cpu_seconds(self.loader)  # this process during the step + the worker since last step
+        self.times.append(t2 - t0)
+        self.waits.append(t1 - t0)
+        self.cpus.append(cpu - self._cpu_last)
+        self._cpu_last = cpu
+
+
+def make_baseline_stepper(published: Path, manifest, batch_size: int, workers: int) -> Stepper:
+    from mmcl.data import IMAGE_MEAN, IMAGE_STD
+    from mmcl.losses import infonce_symmetric
+
+    ds = UpstreamStyleDataset(published, manifest.tokenizer, IMAGE_MEAN, IMAGE_STD)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+        pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0,
+    )  # fmt: skip
+    model = make_model(manifest)
+    params = list(model.image_encoder.parameters()) + list(model.text_encoder.parameters())
+    optimizer = torch.optim.Adam(params, lr=1e-5)
+
+    def step(data):  # upstream main_imgtxt.train_step
+        optimizer.zero_grad()
+        loss = infonce_symmetric(model.image_encoder(data["image"]), model.text_encoder(data["text"]))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_norm=2.0, norm_type=2)
+        optimizer.step()
+        loss.item()
+
+    return Stepper("baseline", loader, model, step)
+
+
+def make_ours_stepper(name: str, shards: Path, batch_size: int, workers: int, options: dict) -> Stepper:
+    """The operations of ``mmcl fit``'s training step without the Lightning loop around them:
+    MultimodalDataModule loader, normalisation after transfer, autocast, fp32 loss through
+    ``global_contrastive_loss``, clipping, Adam."""
+    from mmcl.data import MultimodalDataModule
+    from mmcl.distributed import global_contrastive_loss
+
+    dm = MultimodalDataModule(str(shards), batch_size=batch_size, num_workers=workers, seed=0)
+    model = make_model(dm.manifest, options["channels_last"], options["compile"])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-5)
+    bf16 = options["precision"] == "bf16-mixed"
+
+    def step(batch):
+        batch = dm.on_after_batch_transfer(batch, 0)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            z_image, z_text = model(batch["image"], batch["text"])
+        with torch.autocast("cpu", enabled=False):
+            loss = global_contrastive_loss(z_image.float(), z_text.float(), tau=model.tau)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=2.0)
+        optimizer.step()
+        optimizer.zero_grad()
+        loss.item()
+
+    return Stepper(name, dm.dataloader("train", train=True), model, step)
+
+
+def run_paired(shards, published, manifest, variants, batch_size, workers, warmup, rounds) -> dict:
+    """All variants alive at once; every round each does one step, in a rotating order, so
+    that whatever else runs on the machine hits all of them alike. Medians over rounds."""
+    steppers = []
+    for name in variants:
+        if name == "baseline":
+            steppers.append(make_baseline_stepper(published, manifest, batch_size, workers))
+        else:
+            steppers.append(make_ours_stepper(name, shards, batch_size, workers, VARIANTS[name]))
+    load = [os.getloadavg()[0]]
+    for r in range(warmup + rounds):
+        k = r % len(steppers)
+        for st in steppers[k:] + steppers[:k]:
+            st.step()
+        load.append(os.getloadavg()[0])
+        if r >= warmup:
+            print(f"[bench] round {r - warmup}: " + ", ".join(f"{st.name} {st.times[-1]:.2f}s" for st in steppers),
+                  file=sys.stderr)  # fmt: skip
+    out = {}
+    for st in steppers:
+        t, w, c = st.times[warmup:], st.waits[warmup:], st.cpus[warmup:]
+        out[st.name] = {
+            "samples_per_sec": batch_size / statistics.median(t),
+            "step_sec_median": statistics.median(t),
+            "step_sec_quartiles": [float(np.percentile(t, 25)), float(np.percentile(t, 75))],
+            "data_wait_frac": sum(w) / sum(t),
+            "cpu_ms_per_sample": 1e3 * statistics.median(c) / batch_size,
+            "steps": len(t),
+        }
+    base = out.get("baseline", {}).get("samples_per_sec", math.nan)
+    for name in out:
+        out[name]["speedup_vs_baseline"] = out[name]["samples_per_sec"] / base
+    return {"variants": out, "load_avg_1min": {"min": min(load), "max": max(load)}}
 
 
 def decode_costs(published: Path, n: int = 64) -> dict:
@@ -252,13 +403,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolutions", type=int, nargs="+", default=[64, 224])
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--images", type=int, default=128, help="rendered images per resolution")
-    p.add_argument("--workers", type=int, default=1, help="DataLoader workers, both loops")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument(
-        "--variants", nargs="+", default=[v for v in VARIANTS if "compile" not in v], choices=list(VARIANTS)
-    )
+    p.add_argument("--workers", type=int, default=1, help="DataLoader workers, every loop")
+    p.add_argument("--warmup", type=int, default=2, help="steps (rounds) not measured")
+    p.add_argument("--rounds", type=int, default=12, help="paired rounds: one step of every variant each")
+    p.add_argument("--lightning-steps", type=int, default=6, help="steps of each end-to-end run (0: skip)")
+    p.add_argument("--lightning-rounds", type=int, default=2)
+    variant_names = [v for v in VARIANTS if "compile" not in v]
+    p.add_argument("--variants", nargs="+", default=variant_names, choices=list(VARIANTS))
     p.add_argument(
         "--ours",
         default="ours/bf16+channels_last",
@@ -267,63 +418,51 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--data-dir", type=Path, default=REPO / "runs" / "bench_train_data")
     p.add_argument("--out", type=Path, default=OUT)
-    p.add_argument("--quick", action="store_true", help="smoke run: 64x64 only, 2+2 steps, one round")
+    p.add_argument("--quick", action="store_true", help="smoke run: 64x64 only, few steps")
     args = p.parse_args(argv)
     if args.quick:
-        args.resolutions, args.warmup, args.steps, args.rounds, args.images = [64], 2, 2, 1, 64
-    if args.ours not in args.variants:
-        args.variants.append(args.ours)
+        args.resolutions, args.warmup, args.rounds, args.images = [64], 1, 2, 64
+        args.lightning_steps, args.lightning_rounds = 2, 1
+    for needed in ("baseline", args.ours):
+        if needed not in args.variants:
+            args.variants.insert(0, needed)
     from mmcl.data import load_manifest
 
-    results: dict = {
-        "machine": machine(),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "resolutions": {},
-    }
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    results: dict = {"machine": machine(), "settings": settings, "resolutions": {}}
     for res in args.resolutions:
         shards, published = prepare_data(args.data_dir, res, args.images)
         manifest = load_manifest(shards)
-        runs: dict[str, list[dict]] = {v: [] for v in args.variants}
-        for rnd in range(args.rounds):
-            for variant in args.variants:
-                load_before = os.getloadavg()[0]
-                if variant == "baseline":
-                    r = run_baseline(
-                        published, manifest, args.batch_size, args.workers, args.warmup, args.steps
-                    )
-                else:
-                    r = run_ours(
-                        shards, args.batch_size, args.workers, args.warmup, args.steps, VARIANTS[variant]
-                    )
-                r["load_avg_1min"] = [load_before, os.getloadavg()[0]]
-                runs[variant].append(r)
-                print(
-                    f"[bench] {res}px round {rnd} {variant}: {r['samples_per_sec']:.2f} samples/s, "
-                    f"data wait {100 * r['data_wait_frac']:.1f}%, load {r['load_avg_1min']}",
-                    file=sys.stderr,
-                )
-        table = {}
-        for variant, rs in runs.items():
-            table[variant] = {
-                "samples_per_sec": statistics.median(r["samples_per_sec"] for r in rs),
-                "data_wait_frac": statistics.median(r["data_wait_frac"] for r in rs),
-                "step_sec": statistics.median(r["step_sec"] for r in rs),
-                "rounds": rs,
-            }
-        base = table["baseline"]["samples_per_sec"] if "baseline" in table else math.nan
-        for variant in table:
-            table[variant]["speedup_vs_baseline"] = table[variant]["samples_per_sec"] / base
-        results["resolutions"][str(res)] = {
-            "variants": table,
-            "ours": args.ours,
-            "speedup": table[args.ours]["speedup_vs_baseline"],
-            "ours_data_wait_frac": table[args.ours]["data_wait_frac"],
-            "decode": decode_costs(published),
-            "mean_png_bytes_per_image": sum(
-                f.stat().st_size for f in (published / "train/images").glob("*.png")
-            )
-            / args.images,
-        }
+        print(f"[bench] {res}px: paired rounds", file=sys.stderr)
+        paired = run_paired(shards, published, manifest, args.variants, args.batch_size, args.workers,
+                            args.warmup, args.rounds)  # fmt: skip
+        entry = {"paired": paired, "ours": args.ours, "speedup": paired["variants"][args.ours]["speedup_vs_baseline"],
+                 "ours_data_wait_frac": paired["variants"][args.ours]["data_wait_frac"]}  # fmt: skip
+        if args.lightning_steps > 0:
+            # End to end through Lightning (what `mmcl fit` runs) next to the baseline loop.
+            runs: dict[str, list[dict]] = {"baseline": [], args.ours: []}
+            for _ in range(args.lightning_rounds):
+                for variant in runs:
+                    load_before = os.getloadavg()[0]
+                    if variant == "baseline":
+                        r = run_baseline(published, manifest, args.batch_size, args.workers, args.warmup,
+                                         args.lightning_steps)  # fmt: skip
+                    else:
+                        r = run_ours(shards, args.batch_size, args.workers, args.warmup, args.lightning_steps,
+                                     VARIANTS[variant])  # fmt: skip
+                    r["load_avg_1min"] = [load_before, os.getloadavg()[0]]
+                    runs[variant].append(r)
+                    print(f"[bench] {res}px lightning {variant}: {r['samples_per_sec']:.2f} samples/s, "
+                          f"data wait {100 * r['data_wait_frac']:.1f}%", file=sys.stderr)  # fmt: skip
+            entry["end_to_end"] = {
+                v: {"samples_per_sec": statistics.median(r["samples_per_sec"] for r in rs),
+                    "data_wait_frac": statistics.median(r["data_wait_frac"] for r in rs), "runs": rs}
+                for v, rs in runs.items()
+            }  # fmt: skip
+            e2e = entry["end_to_end"]
+            e2e["speedup"] = e2e[args.ours]["samples_per_sec"] / e2e["baseline"]["samples_per_sec"]
+        entry["decode"] = decode_costs(published)
+        results["resolutions"][str(res)] = entry
     text = json.dumps(results, indent=2)
     print(text)
     if not args.quick:

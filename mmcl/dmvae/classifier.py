@@ -119,7 +119,7 @@ def train_factor_classifier(
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss) * len(x)
+            total += float(loss.detach()) * len(x)
             seen += len(x)
             for k in sizes:
                 correct[k] += int((logits[k].argmax(-1).cpu() == batch["latents_image"][k]).sum())

@@ -186,7 +186,10 @@ class ProgressLines(Callback):
         metrics = {
             k: float(v) for k, v in trainer.callback_metrics.items() if "val" not in k and v.numel() == 1
         }
-        shown = ", ".join(f"{k.split('/', 1)[-1]} {v:.4g}" for k, v in sorted(metrics.items())[:8])
+        # the model's own metrics (stage1/..., stage2/...), not the throughput monitor's
+        shown = ", ".join(
+            f"{k.split('/', 1)[-1]} {v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("stage")
+        )
         self._print(
             f"[stage {self.stage}] step {step}/{trainer.max_steps} ({rate:.2f} it/s, ETA "
             f"{eta / 60:.1f} min) {shown}"
