@@ -1,0 +1,289 @@
+"""`make demo`: from nothing to an identifiability report in about half an hour on 2 cores.
+
+Stages (each one a command of this project, printed before it runs):
+
+1. ``assets``   -- ``datagen assets``: the normalised mesh library (cached outside the repo).
+2. ``data``     -- ``datagen generate --config configs/datagen/demo.yaml``: 64x64 draft renders.
+3. ``validate`` -- ``datagen validate`` and ``datagen preview`` (contact sheet).
+4. ``fit``      -- ``mmcl fit --config configs/train/demo.yaml``: ResNet-18 / ConvNet, InfoNCE.
+5. ``embed``    -- ``mmcl embed``: image and text embeddings of val and test.
+6. ``probe``    -- ``mmcl probe``: which factors the embeddings identify.
+7. ``dmvae``    -- ``mmcl dmvae fit / generate / eval`` with configs/dmvae/demo.yaml.
+8. ``report``   -- ``runs/demo/report.md`` with its PNGs, and a summary table here.
+
+A finished stage leaves ``OUT/.stages/NAME.json`` (command, seconds) and is skipped on a rerun;
+an interrupted one starts again, and the commands themselves resume (``datagen generate``
+renders only missing shards, ``mmcl fit --ckpt_path last`` and ``mmcl dmvae fit`` continue from
+their last checkpoint). ``--restart`` deletes OUT first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+CONTENT = ("object_shape", "object_xpos", "object_ypos")
+# what the report shows besides content: style (the object's hue, which depends on x in the
+# causal colour mode), what only the image shows, what only the sentence shows
+OTHERS = (
+    "object_color",
+    "object_alpharot",
+    "object_betarot",
+    "object_gammarot",
+    "spotlight_pos",
+    "spotlight_color",
+    "background_color",
+    "text_phrasing",
+)
+
+
+def tool(name: str) -> str:
+    """A console script of this environment (the venv's bin), falling back to PATH."""
+    path = BIN / name
+    return str(path) if path.exists() else name
+
+
+class Demo:
+    def __init__(self, out: Path, workers: int, configs: dict[str, str]):
+        self.out = out
+        self.workers = workers
+        self.configs = configs
+        self.stages = out / ".stages"
+        self.data = out / "data"
+        self.timings: dict[str, float] = {}
+
+    def run(self, cmd: list[str]) -> None:
+        print(f"$ {shlex.join(cmd)}", flush=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        done = subprocess.run(cmd, cwd=REPO, env=env)
+        if done.returncode != 0:
+            raise SystemExit(
+                f"demo: `{shlex.join(cmd)}` failed (exit {done.returncode}); fix the error above and run "
+                f"`make demo` again: finished stages are kept."
+            )
+
+    def stage(self, name: str, commands) -> None:
+        marker = self.stages / f"{name}.json"
+        if marker.is_file():
+            self.timings[name] = json.loads(marker.read_text())["seconds"]
+            print(f"[demo] {name}: done before, skipped ({marker})", flush=True)
+            return
+        print(f"\n[demo] ===== {name} =====", flush=True)
+        t0 = time.perf_counter()
+        ran = []
+        for cmd in commands():
+            self.run(cmd)
+            ran.append(shlex.join(cmd))
+        seconds = time.perf_counter() - t0
+        self.timings[name] = seconds
+        self.stages.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"commands": ran, "seconds": round(seconds, 1)}, indent=2) + "\n")
+        print(f"[demo] {name}: {seconds / 60:.1f} min", flush=True)
+
+    # ------------------------------------------------------------------ stages
+    def assets(self):
+        yield [tool("datagen"), "assets"]
+
+    def generate(self):
+        yield [
+            tool("datagen"), "generate", str(self.data),
+            "--config", self.configs["datagen"], "--workers", str(self.workers),
+        ]  # fmt: skip
+
+    def validate(self):
+        yield [tool("datagen"), "validate", str(self.data)]
+        yield [
+            tool("datagen"), "preview", str(self.data), "--split", "train", "-n", "12", "--columns", "6",
+            "--title", "Multimodal3DIdent, draft preset (64x64)", "--out", str(self.out / "contact_sheet.png"),
+        ]  # fmt: skip
+
+    def fit(self):
+        yield [
+            tool("mmcl"), "fit", "--config", self.configs["train"],
+            "--data.root", str(self.data), "--trainer.default_root_dir", str(self.out / "train"),
+            "--ckpt_path", "last",
+        ]  # fmt: skip
+
+    def embed(self):
+        yield [
+            tool("mmcl"), "embed", str(self.out / "train" / "checkpoints" / "last.ckpt"), str(self.data),
+            "--split", "val", "test", "--out", str(self.out / "embeddings"),
+        ]  # fmt: skip
+
+    def probe(self):
+        yield [tool("mmcl"), "probe", str(self.out / "embeddings"), "--out", str(self.out / "probe")]
+
+    def dmvae(self):
+        run = self.out / "dmvae"
+        yield [
+            tool("mmcl"), "dmvae", "fit", "--config", self.configs["dmvae"],
+            "--out", str(run), "--data.root", str(self.data),
+        ]  # fmt: skip
+        yield [tool("mmcl"), "dmvae", "generate", "--run", str(run), "--modes", "text2image", "image2text"]
+        yield [tool("mmcl"), "dmvae", "eval", "--run", str(run), "--skip", "unconditional"]
+
+    # ------------------------------------------------------------------ report
+    def report(self) -> Path:
+        probe = json.loads((self.out / "probe" / "results.json").read_text())
+        dmvae = json.loads((self.out / "dmvae" / "eval" / "metrics.json").read_text())
+        rows = summary_rows(probe["results"] if isinstance(probe, dict) else probe)
+        lines = report_markdown(self.out, rows, dmvae, self.timings)
+        path = self.out / "report.md"
+        tmp = path.with_suffix(".md.tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+        print("\n" + terminal_table(rows, dmvae))
+        print(f"\nreport: {path}")
+        return path
+
+
+def best_score(results: list[dict], rep: str, factor: str) -> dict | None:
+    """The best probe of one factor on one representation (accuracy or R^2) with its chance level."""
+    rows = [r for r in results if r["representation"] == rep and r["factor"] == factor]
+    return max(rows, key=lambda r: r["score"]) if rows else None
+
+
+def summary_rows(results: list[dict]) -> list[dict]:
+    out = []
+    for factor in CONTENT + OTHERS:
+        row = {"factor": factor}
+        for rep in ("image", "text"):
+            best = best_score(results, rep, factor)
+            if best is not None:
+                row[rep] = best
+                row["role"] = best["role"].replace("_", "-")
+        if "image" in row or "text" in row:
+            out.append(row)
+    return out
+
+
+def fmt_cell(r: dict | None) -> str:
+    if r is None:
+        return "–"
+    metric = "acc" if r["metric"] == "accuracy" else "R²"
+    return f"{r['score']:.2f} {metric} (chance {r['chance']:.2f}, {r['probe']})"
+
+
+def report_markdown(out: Path, rows: list[dict], dmvae: dict, timings: dict) -> list[str]:
+    total = sum(timings.values())
+    lines = [
+        "# `make demo` report",
+        "",
+        "A 64x64 draft Multimodal3DIdent dataset rendered with Blender, image (ResNet-18) and text",
+        "(ConvNet) encoders trained with symmetric InfoNCE, their embeddings probed for every",
+        "ground-truth factor, and a small DMVAE that generates images from sentences.",
+        "",
+        "![samples](contact_sheet.png)",
+        "",
+        "## What the contrastive embeddings identify",
+        "",
+        "Probes are fitted on the validation split and scored on the test split (SPEC 4). Content",
+        "factors are shared by image and sentence; rotations, spotlight and background are only in",
+        "the image and the phrasing only in the sentence, so the theory says the encoders discard",
+        "them (seed 003, Thm. 4.3). The object's hue is style: only its colour name is in the",
+        "sentence, and in the causal colour mode it depends on the x position.",
+        "",
+        "| factor | role | image embedding | text embedding |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        role = row["role"]
+        lines.append(f"| {row['factor']} | {role} | {fmt_cell(row.get('image'))} | {fmt_cell(row.get('text'))} |")
+    lines += [
+        "",
+        "Best of the linear and nonlinear probes per cell; accuracy for discrete factors, R² for",
+        "continuous ones (chance: majority class, R² 0).",
+        "",
+        "![probes](probe/results.png)",
+        "",
+        "## DMVAE: generating the missing modality",
+        "",
+        "Text -> image samples (along a column the same content c from one sentence, along a row",
+        "the same image-specific latent m):",
+        "",
+        "![text to image](dmvae/samples/text2image.png)",
+        "",
+    ]
+    coh = dmvae.get("coherence", {})
+    if coh:
+        lines += ["| coherence | " + " | ".join(CONTENT) + " |", "|---" * (len(CONTENT) + 1) + "|"]
+        for direction in ("text2image", "image2text"):
+            if direction in coh:
+                vals = " | ".join(f"{coh[direction].get(f, float('nan')):.2f}" for f in CONTENT)
+                lines.append(f"| {direction} | {vals} |")
+        acc = (dmvae.get("factor_classifier") or {}).get("test_accuracy") or {}
+        if acc:
+            shown = ", ".join(f"{f} {acc[f]:.2f}" for f in CONTENT if f in acc)
+            lines += ["", f"Text -> image coherence is judged by a factor classifier trained on real images "
+                      f"(its own test accuracy: {shown})."]  # fmt: skip
+    lines += [
+        "",
+        "Probing matrix of the DMVAE's latents (content c, image-specific m_img, text-specific m_txt):",
+        "",
+        "![probing matrix](dmvae/eval/probing_matrix.png)",
+        "",
+        "## Time per stage",
+        "",
+        "| stage | minutes |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
+    lines += [f"| total | {total / 60:.1f} |", "", f"Outputs: `{out}` (commands per stage in `.stages/`)."]
+    return lines
+
+
+def terminal_table(rows: list[dict], dmvae: dict) -> str:
+    head = f"{'factor':<18}{'role':<16}{'image':>8}{'text':>8}{'chance':>8}"
+    out = [head, "-" * len(head)]
+    for row in rows:
+        role = row["role"]
+        img, txt = row.get("image"), row.get("text")
+        chance = (img or txt)["chance"]
+        out.append(
+            f"{row['factor']:<18}{role:<16}"
+            + "".join(f"{r['score']:>8.2f}" if r else f"{'–':>8}" for r in (img, txt))
+            + f"{chance:>8.2f}"
+        )
+    coh = (dmvae.get("coherence") or {}).get("text2image")
+    if coh:
+        out.append("DMVAE text->image coherence: " + ", ".join(f"{f} {coh[f]:.2f}" for f in CONTENT if f in coh))
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
+    p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)), help="render processes")
+    p.add_argument("--restart", action="store_true", help="delete OUT and start from scratch")
+    for stage in ("datagen", "train", "dmvae"):
+        p.add_argument(f"--{stage}-config", default=f"configs/{stage}/demo.yaml", help=f"{stage} YAML")
+    args = p.parse_args(argv)
+    if args.restart and args.out.exists():
+        shutil.rmtree(args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
+    configs = {k: str(Path(getattr(args, f"{k}_config")).resolve()) for k in ("datagen", "train", "dmvae")}
+    demo = Demo(args.out.resolve(), args.workers, configs)
+    t0 = time.perf_counter()
+    demo.stage("assets", demo.assets)
+    demo.stage("data", demo.generate)
+    demo.stage("validate", demo.validate)
+    demo.stage("fit", demo.fit)
+    demo.stage("embed", demo.embed)
+    demo.stage("probe", demo.probe)
+    demo.stage("dmvae", demo.dmvae)
+    demo.report()
+    print(f"[demo] finished in {(time.perf_counter() - t0) / 60:.1f} min (this invocation)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
