@@ -132,7 +132,9 @@ def run_frontier(n: int, renderer: SceneRenderer) -> dict:
     done = 0
     if partial.is_file():
         state = json.loads(partial.read_text())
-        if state["configs"] == names and state["n"] == n:
+        # latent i depends only on (seed, i), so a run may be resumed with another n (a larger
+        # one to extend it, or the number done so far to finish it early)
+        if state["configs"] == names and state["done"] <= n:
             rows, done = state["rows"], state["done"]
             ref_times, ref_cpu = state["ref_times"], state["ref_cpu"]
             floor_psnr, floor_ssim = state["floor_psnr"], state["floor_ssim"]

@@ -237,7 +237,8 @@ def report_markdown(out: Path, rows: list[dict], dmvae: dict, timings: dict) -> 
         "|---|---|",
     ]
     lines += [f"| {k} | {v / 60:.1f} |" for k, v in timings.items()]
-    lines += [f"| total | {total / 60:.1f} |", "", f"Outputs: `{out}` (commands per stage in `.stages/`)."]
+    shown = out.relative_to(REPO) if out.is_relative_to(REPO) else out
+    lines += [f"| total | {total / 60:.1f} |", "", f"Outputs: `{shown}` (commands per stage in `.stages/`)."]
     return lines
 
 
