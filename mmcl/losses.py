@@ -33,8 +33,9 @@ def similarity_matrix(a: torch.Tensor, b: torch.Tensor, similarity: Similarity =
     raise ValueError(f"similarity must be 'cosine' or 'euclidean', got {similarity!r}")
 
 
-def infonce(z1: torch.Tensor, z2: torch.Tensor, tau: float | torch.Tensor = 1.0,
-            similarity: Similarity = "cosine") -> torch.Tensor:
+def infonce(
+    z1: torch.Tensor, z2: torch.Tensor, tau: float | torch.Tensor = 1.0, similarity: Similarity = "cosine"
+) -> torch.Tensor:
     """Eq. 8.1 averaged over the batch: positives on the diagonal of sim(z1, z2)."""
     _check_pair(z1, z2)
     logits = similarity_matrix(z1, z2, similarity) / tau
@@ -42,8 +43,9 @@ def infonce(z1: torch.Tensor, z2: torch.Tensor, tau: float | torch.Tensor = 1.0,
     return F.cross_entropy(logits, target)
 
 
-def infonce_symmetric(z1: torch.Tensor, z2: torch.Tensor, tau: float | torch.Tensor = 1.0,
-                      similarity: Similarity = "cosine") -> torch.Tensor:
+def infonce_symmetric(
+    z1: torch.Tensor, z2: torch.Tensor, tau: float | torch.Tensor = 1.0, similarity: Similarity = "cosine"
+) -> torch.Tensor:
     """Eq. 8.2: ``(L(z1 -> z2) + L(z2 -> z1)) / 2``."""
     _check_pair(z1, z2)
     logits = similarity_matrix(z1, z2, similarity) / tau
@@ -51,8 +53,9 @@ def infonce_symmetric(z1: torch.Tensor, z2: torch.Tensor, tau: float | torch.Ten
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float | torch.Tensor = 1.0,
-            similarity: Similarity = "cosine") -> torch.Tensor:
+def nt_xent(
+    z1: torch.Tensor, z2: torch.Tensor, tau: float | torch.Tensor = 1.0, similarity: Similarity = "cosine"
+) -> torch.Tensor:
     """SimCLR's NT-Xent over the 2K embeddings: each one's positive is its partner, its
     negatives are the other 2K - 2 embeddings of *both* modalities."""
     _check_pair(z1, z2)
@@ -69,4 +72,6 @@ LOSSES = {"infonce_symmetric": infonce_symmetric, "nt_xent": nt_xent}
 
 def _check_pair(z1: torch.Tensor, z2: torch.Tensor) -> None:
     if z1.ndim != 2 or z1.shape != z2.shape:
-        raise ValueError(f"expected two (batch, dim) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"expected two (batch, dim) embeddings of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )

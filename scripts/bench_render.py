@@ -164,7 +164,11 @@ def run_frontier(n: int, renderer: SceneRenderer) -> dict:
         tmp.replace(partial)
         per = (time.perf_counter() - started) / (i + 1 - done)
         eta = per * (n - i - 1) / 60
-        print(f"[frontier] latent {i + 1}/{n} ({per:.1f} s/latent, ETA {eta:.1f} min)", file=sys.stderr, flush=True)
+        print(
+            f"[frontier] latent {i + 1}/{n} ({per:.1f} s/latent, ETA {eta:.1f} min)",
+            file=sys.stderr,
+            flush=True,
+        )
     table = []
     for name, settings in configs:
         r = rows[name]

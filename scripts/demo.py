@@ -197,7 +197,9 @@ def report_markdown(out: Path, rows: list[dict], dmvae: dict, timings: dict) -> 
     ]
     for row in rows:
         role = row["role"]
-        lines.append(f"| {row['factor']} | {role} | {fmt_cell(row.get('image'))} | {fmt_cell(row.get('text'))} |")
+        lines.append(
+            f"| {row['factor']} | {role} | {fmt_cell(row.get('image'))} | {fmt_cell(row.get('text'))} |"
+        )
     lines += [
         "",
         "Best of the linear and nonlinear probes per cell; accuracy for discrete factors, R² for",
@@ -256,14 +258,18 @@ def terminal_table(rows: list[dict], dmvae: dict) -> str:
         )
     coh = (dmvae.get("coherence") or {}).get("text2image")
     if coh:
-        out.append("DMVAE text->image coherence: " + ", ".join(f"{f} {coh[f]:.2f}" for f in CONTENT if f in coh))
+        out.append(
+            "DMVAE text->image coherence: " + ", ".join(f"{f} {coh[f]:.2f}" for f in CONTENT if f in coh)
+        )
     return "\n".join(out)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=REPO / "runs" / "demo")
-    p.add_argument("--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)), help="render processes")
+    p.add_argument(
+        "--workers", type=int, default=max(1, min(os.cpu_count() or 1, 8)), help="render processes"
+    )
     p.add_argument("--restart", action="store_true", help="delete OUT and start from scratch")
     for stage in ("datagen", "train", "dmvae"):
         p.add_argument(f"--{stage}-config", default=f"configs/{stage}/demo.yaml", help=f"{stage} YAML")

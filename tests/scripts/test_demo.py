@@ -21,7 +21,9 @@ STAGES = ("assets", "data", "validate", "fit", "embed", "probe", "dmvae")
 
 def tiny_configs(tmp: Path) -> list[str]:
     datagen = yaml.safe_load((REPO / "configs/datagen/demo.yaml").read_text())
-    datagen.update(counts={"train": 48, "val": 16, "test": 16}, shard_size=16, seed=7, render={"resolution": 32})
+    datagen.update(
+        counts={"train": 48, "val": 16, "test": 16}, shard_size=16, seed=7, render={"resolution": 32}
+    )
     train = yaml.safe_load((REPO / "configs/train/demo.yaml").read_text())
     train["trainer"].update(max_steps=6, check_val_every_n_epoch=1, log_every_n_steps=2)
     train["data"].update(batch_size=16, num_workers=0)
@@ -55,7 +57,12 @@ def test_demo_runs_every_stage_writes_the_report_and_skips_done_stages(tmp_path,
         marker = json.loads((out / ".stages" / f"{stage}.json").read_text())
         assert marker["commands"] and marker["seconds"] >= 0
     report = (out / "report.md").read_text()
-    for png in ("contact_sheet.png", "probe/results.png", "dmvae/samples/text2image.png", "dmvae/eval/probing_matrix.png"):
+    for png in (
+        "contact_sheet.png",
+        "probe/results.png",
+        "dmvae/samples/text2image.png",
+        "dmvae/eval/probing_matrix.png",
+    ):
         assert f"({png})" in report
         assert (out / png).is_file(), png
     assert "| object_shape | content |" in report and "| spotlight_pos | image-specific |" in report
