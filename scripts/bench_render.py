@@ -35,7 +35,7 @@ import numpy as np
 from datagen.config import PRESETS, RenderSettings, make_config
 from datagen.factors import scene_parameters
 from datagen.meshes import load_library
-from datagen.pipeline import ShardWorker, _stdout_to_devnull, generate
+from datagen.pipeline import ShardWorker, _silence_blender, _stdout_to_devnull, generate
 from datagen.quality import psnr, ssim
 from datagen.render import OBJECT_SCALE, SceneRenderer
 from datagen.sampling import sample
@@ -345,7 +345,7 @@ class UpstreamProcedure:
 
 def _upstream_server(conn, meshes) -> None:
     """Child process: Blender driven exactly like the upstream generator, one image per request."""
-    _silence()
+    _silence_blender()
     with tempfile.TemporaryDirectory() as tmp:
         up = UpstreamProcedure(PRESETS["reference"], meshes, Path(tmp))
         while True:
@@ -356,11 +356,6 @@ def _upstream_server(conn, meshes) -> None:
             with Clock() as clock:
                 img = up.render(p, seed)
             conn.send((img, clock.wall, clock.cpu))
-
-
-def _silence() -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
 
 
 def run_procedures(n: int, meshes) -> dict:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import math
 import os
@@ -190,42 +191,16 @@ def summarise(ends: list[float], waits: list[float], cpus: list[float], warmup: 
 
 
 def run_baseline(published: Path, manifest, batch_size: int, workers: int, warmup: int, steps: int) -> dict:
-    from mmcl.data import IMAGE_MEAN, IMAGE_STD
-    from mmcl.losses import infonce_symmetric
-
-    ds = UpstreamStyleDataset(published, manifest.tokenizer, IMAGE_MEAN, IMAGE_STD)
-    loader = torch.utils.data.DataLoader(
-        ds,
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
-    )
-    model = make_model(manifest)
-    params = list(model.image_encoder.parameters()) + list(model.text_encoder.parameters())
-    optimizer = torch.optim.Adam(params, lr=1e-5)
-    ends, waits, cpus, wait = [], [], [], 0.0
-    it = iter(loader)
-    while len(ends) < warmup + steps:
-        t = time.perf_counter()
-        try:
-            data = next(it)
-        except StopIteration:  # upstream's InfiniteIterator
-            it = iter(loader)
-            data = next(it)
-        wait += time.perf_counter() - t
-        optimizer.zero_grad()
-        loss = infonce_symmetric(model.image_encoder(data["image"]), model.text_encoder(data["text"]))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, max_norm=2.0, norm_type=2)
-        optimizer.step()
-        loss.item()
+    """The upstream-style loop on its own (the end-to-end comparison): the paired section's
+    baseline stepper, stepped ``warmup + steps`` times."""
+    st = make_baseline_stepper(published, manifest, batch_size, workers)
+    ends = []
+    for _ in range(warmup + steps):
+        st.step()
         ends.append(time.perf_counter())
-        waits.append(wait)
-        cpus.append(cpu_seconds(loader))
-    return summarise(ends, waits, cpus, warmup, batch_size)
+    return summarise(
+        ends, list(itertools.accumulate(st.waits)), list(itertools.accumulate(st.cpus)), warmup, batch_size
+    )
 
 
 def run_ours(shards: Path, batch_size: int, workers: int, warmup: int, steps: int, options: dict) -> dict:
