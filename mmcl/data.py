@@ -731,6 +731,10 @@ class MultimodalDataModule(pl.LightningDataModule):
         return self.manifest.tokenizer.max_length
 
     @property
+    def image_resolution(self) -> int | None:
+        return self.manifest.resolution
+
+    @property
     def factor_table(self) -> dict[str, dict]:
         return {f.name: f.to_json() for f in self.manifest.factors}
 

@@ -10,8 +10,11 @@ representation), so the same backbone can end in
 
 Backbones (random initialisation, nothing is downloaded):
 
-* image: torchvision ResNet-18 whose classifier outputs ``hidden_size`` (100) features; the
-  head applies LeakyReLU then Linear (upstream ``encoder_img``).
+* image, ``resnet18``: torchvision ResNet-18 whose classifier outputs ``hidden_size`` (100)
+  features; the head applies LeakyReLU then Linear (upstream ``encoder_img``).
+* image, ``convnet``: :class:`ConvImageBackbone`, strided 4x4 convolutions halving the image
+  down to <= 7x7, then Linear to ``hidden_size``; several times cheaper than the ResNet at
+  64x64, and what the CPU-sized configs (the demo, the DMVAE) use.
 * text, ``convnet``: token embeddings (padding id 0 -> zero vector) laid out as a
   ``max_length x embedding_dim`` plane, three strided 4x4 convolutions with batch norm and
   ReLU, flattened; with the linear head that is the "4-layer ConvNet" of Table A.2b (upstream
@@ -31,6 +34,7 @@ from torch import nn
 
 HeadKind = Literal["linear", "gaussian"]
 TextBackbone = Literal["convnet", "transformer"]
+ImageBackbone = Literal["resnet18", "convnet"]
 
 
 class Posterior(NamedTuple):
@@ -128,13 +132,69 @@ class ResNet18Backbone(nn.Module):
         return self.net(image)
 
 
+def downsampling_sizes(resolution: int, stop: int = 7) -> list[int]:
+    """Feature-map sizes of stride-2 layers from ``resolution`` until the size is <= ``stop``."""
+    if resolution < 8:
+        raise ValueError(f"image resolution must be >= 8, got {resolution}")
+    sizes, size = [], resolution
+    while size > stop:
+        size = (size + 1) // 2
+        sizes.append(size)
+    return sizes
+
+
+class ConvImageBackbone(nn.Module):
+    """Strided 4x4 convolutions (BatchNorm, SiLU) halving the image down to <= 7x7, flattened,
+    then Linear to ``hidden_size`` features."""
+
+    def __init__(
+        self, resolution: int = 64, hidden_size: int = 256, base_channels: int = 32, max_channels: int = 256
+    ):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        sizes = downsampling_sizes(resolution)
+        for i, _ in enumerate(sizes):
+            c_out = min(base_channels * 2**i, max_channels)
+            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.SiLU()]
+            c_in = c_out
+        self.resolution = resolution
+        self.convnet = nn.Sequential(*layers)
+        self.linear = nn.Linear(c_in * sizes[-1] ** 2, hidden_size)
+        self.out_features = hidden_size
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        if image.ndim != 4 or image.shape[1] != 3 or image.shape[-1] != self.resolution:
+            raise ValueError(
+                f"image encoder expects (batch, 3, {self.resolution}, {self.resolution}) images, "
+                f"got shape {tuple(image.shape)}"
+            )
+        return self.linear(self.convnet(image).flatten(1))
+
+
 def image_encoder(
-    encoding_size: int, hidden_size: int = 100, head: HeadKind = "linear", channels_last: bool = False
+    encoding_size: int,
+    hidden_size: int = 100,
+    head: HeadKind = "linear",
+    channels_last: bool = False,
+    backbone: ImageBackbone = "resnet18",
+    resolution: int | None = None,
+    base_channels: int = 32,
 ) -> Encoder:
-    """ResNet-18 -> ``hidden_size`` -> LeakyReLU -> Linear(encoding_size) (upstream ``encoder_img``)."""
+    """Image backbone -> ``hidden_size`` -> LeakyReLU -> Linear(encoding_size) (upstream ``encoder_img``).
+
+    ``backbone``: ``"resnet18"`` (the thesis', any resolution) or ``"convnet"``
+    (:class:`ConvImageBackbone`, needs ``resolution``; ``base_channels`` is its first width)."""
     check_encoding_size(encoding_size)
-    backbone = ResNet18Backbone(hidden_size, channels_last)
-    return Encoder(backbone, make_head(head, hidden_size, encoding_size, activation=True))
+    if backbone == "resnet18":
+        net: nn.Module = ResNet18Backbone(hidden_size, channels_last)
+    elif backbone == "convnet":
+        if resolution is None:
+            raise ValueError("the convnet image backbone needs the image resolution")
+        net = ConvImageBackbone(resolution, hidden_size, base_channels)
+    else:
+        raise ValueError(f"image backbone must be 'resnet18' or 'convnet', got {backbone!r}")
+    return Encoder(net, make_head(head, hidden_size, encoding_size, activation=True))
 
 
 # ----------------------------------------------------------------------------- text

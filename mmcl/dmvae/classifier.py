@@ -26,7 +26,7 @@ from torch import nn
 
 from mmcl.data import IMAGE_MEAN, IMAGE_STD, FactorInfo
 from mmcl.dmvae.data import add_unit_images
-from mmcl.dmvae.networks import ConvImageBackbone
+from mmcl.encoders import ConvImageBackbone
 
 
 class FactorClassifier(nn.Module):

@@ -2,10 +2,9 @@
 
 Encoders reuse :mod:`mmcl.encoders` -- an :class:`~mmcl.encoders.Encoder` is a backbone plus a
 :class:`~mmcl.encoders.GaussianHead` giving the mean and log-variance of q(c | x_i) or
-q(m_i | x_i). Besides the ResNet-18 of ``mmcl.encoders`` (the thesis' choice, 224x224 on GPUs)
-the image side offers :class:`ConvImageBackbone`, a plain strided ConvNet that is about five
-times cheaper at 64x64 and is what the CPU-sized configs use; it lives here as an adapter
-rather than as an option of ``mmcl.encoders`` (owned by the contrastive-training code).
+q(m_i | x_i). Besides the ResNet-18 (the thesis' choice, 224x224 on GPUs) the image side offers
+:class:`~mmcl.encoders.ConvImageBackbone`, a plain strided ConvNet that is about five times
+cheaper at 64x64 and is what the CPU-sized configs use.
 
 * :class:`ImageDecoder` -- p(x_img | c, m_img): Linear to a ``s0 x s0`` feature map, then
   transposed convolutions doubling the size up to the image resolution (64 -> 4 blocks from
@@ -25,20 +24,12 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mmcl.encoders import Encoder, GaussianHead, check_encoding_size, image_encoder, text_encoder
-
-ImageBackbone = Literal["convnet", "resnet18"]
-
-
-def downsampling_sizes(resolution: int, stop: int = 7) -> list[int]:
-    """Feature-map sizes of stride-2 layers from ``resolution`` until the size is <= ``stop``."""
-    if resolution < 8:
-        raise ValueError(f"image resolution must be >= 8, got {resolution}")
-    sizes, size = [], resolution
-    while size > stop:
-        size = (size + 1) // 2
-        sizes.append(size)
-    return sizes
+from mmcl.encoders import (
+    Encoder,
+    ImageBackbone,
+    image_encoder,
+    text_encoder,
+)
 
 
 def upsampling_start(resolution: int) -> tuple[int, int]:
@@ -57,35 +48,6 @@ def upsampling_start(resolution: int) -> tuple[int, int]:
     return size, blocks
 
 
-class ConvImageBackbone(nn.Module):
-    """Strided 4x4 convolutions (BatchNorm, SiLU) halving the image down to <= 7x7, flattened,
-    then Linear to ``hidden_size`` features."""
-
-    def __init__(
-        self, resolution: int = 64, hidden_size: int = 256, base_channels: int = 32, max_channels: int = 256
-    ):
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 3
-        sizes = downsampling_sizes(resolution)
-        for i, _ in enumerate(sizes):
-            c_out = min(base_channels * 2**i, max_channels)
-            layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.SiLU()]
-            c_in = c_out
-        self.resolution = resolution
-        self.convnet = nn.Sequential(*layers)
-        self.linear = nn.Linear(c_in * sizes[-1] ** 2, hidden_size)
-        self.out_features = hidden_size
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if image.ndim != 4 or image.shape[1] != 3 or image.shape[-1] != self.resolution:
-            raise ValueError(
-                f"image encoder expects (batch, 3, {self.resolution}, {self.resolution}) images, "
-                f"got shape {tuple(image.shape)}"
-            )
-        return self.linear(self.convnet(image).flatten(1))
-
-
 def gaussian_image_encoder(
     encoding_size: int,
     resolution: int,
@@ -94,13 +56,14 @@ def gaussian_image_encoder(
     base_channels: int = 32,
 ) -> Encoder:
     """Image -> Gaussian posterior (mean, logvar) of size ``encoding_size``."""
-    check_encoding_size(encoding_size)
-    if backbone == "resnet18":
-        return image_encoder(encoding_size, hidden_size, head="gaussian")
-    if backbone == "convnet":
-        bb = ConvImageBackbone(resolution, hidden_size, base_channels)
-        return Encoder(bb, GaussianHead(hidden_size, encoding_size, activation=True))
-    raise ValueError(f"image backbone must be 'convnet' or 'resnet18', got {backbone!r}")
+    return image_encoder(
+        encoding_size,
+        hidden_size,
+        head="gaussian",
+        backbone=backbone,
+        resolution=resolution,
+        base_channels=base_channels,
+    )
 
 
 def gaussian_text_encoder(

@@ -60,6 +60,7 @@ class ContrastiveCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.link_arguments("data.vocabulary", "model.vocabulary", apply_on="instantiate")
         parser.link_arguments("data.max_text_length", "model.max_text_length", apply_on="instantiate")
+        parser.link_arguments("data.image_resolution", "model.image_resolution", apply_on="instantiate")
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {

@@ -31,7 +31,12 @@ class ContrastiveModule(pl.LightningModule):
         vocabulary: the dataset's token vocabulary (linked from the data module; kept in the
             checkpoint so that ``mmcl embed`` can refuse a dataset with a different one).
         max_text_length: longest token sequence, ``<bos>``/``<eos>`` included (from the data module).
-        hidden_size: ResNet-18 output features before LeakyReLU + Linear (100 upstream).
+        hidden_size: image backbone output features before LeakyReLU + Linear (100 upstream).
+        image_backbone: 'resnet18' (the thesis') or 'convnet' (a strided ConvNet, several times
+            cheaper at 64x64: the CPU-sized demo's choice; see ``mmcl.encoders``).
+        image_resolution: the images' side length (linked from the data module's manifest);
+            the convnet backbone needs it.
+        image_base_channels: width of the convnet backbone's first layer (doubling per layer).
         text_backbone: 'convnet' (Table A.2b) or 'transformer'.
         text_embedding_dim, text_fbase: ConvNet token embedding size and base channel count.
         transformer_config: ``transformers`` config dict for the transformer backbone.
@@ -52,6 +57,9 @@ class ContrastiveModule(pl.LightningModule):
         vocabulary: list[str] | None = None,
         max_text_length: int = 32,
         hidden_size: int = 100,
+        image_backbone: Literal["resnet18", "convnet"] = "resnet18",
+        image_resolution: int | None = None,
+        image_base_channels: int = 32,
         text_backbone: Literal["convnet", "transformer"] = "convnet",
         text_embedding_dim: int = 128,
         text_fbase: int = 25,
@@ -83,7 +91,19 @@ class ContrastiveModule(pl.LightningModule):
         if warmup_steps < 0:
             raise ValueError(f"model.warmup_steps must be >= 0, got {warmup_steps}")
         self.save_hyperparameters()
-        self.image_encoder = image_encoder(encoding_size, hidden_size, channels_last=channels_last)
+        if image_backbone == "convnet" and image_resolution is None:
+            raise ValueError(
+                "model.image_backbone 'convnet' needs model.image_resolution (linked from the "
+                "dataset's manifest, whose config.render.resolution is missing)"
+            )
+        self.image_encoder = image_encoder(
+            encoding_size,
+            hidden_size,
+            channels_last=channels_last,
+            backbone=image_backbone,
+            resolution=image_resolution,
+            base_channels=image_base_channels,
+        )
         self.text_encoder = text_encoder(
             len(vocabulary),
             max_text_length,

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from mmcl.encoders import (
+    ConvImageBackbone,
     Encoder,
     GaussianHead,
     Posterior,
@@ -49,6 +50,22 @@ def test_image_encoder_channels_last_matches_contiguous():
     b.load_state_dict(a.state_dict())
     x = torch.randn(2, 3, 32, 32)
     assert torch.allclose(a(x), b(x), atol=1e-5)
+
+
+def test_convnet_image_encoder_halves_to_7x7_then_linear():
+    torch.manual_seed(0)
+    enc = image_encoder(6, hidden_size=50, backbone="convnet", resolution=64, base_channels=8)
+    assert isinstance(enc.backbone, ConvImageBackbone) and enc.backbone.out_features == 50
+    convs = [m for m in enc.backbone.modules() if isinstance(m, nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [8, 16, 32, 64]  # 64 -> 32 -> 16 -> 8 -> 4
+    assert enc.backbone.linear.in_features == 64 * 4 * 4
+    assert enc(torch.randn(3, 3, 64, 64)).shape == (3, 6)
+    with pytest.raises(ValueError, match=r"expects \(batch, 3, 64, 64\) images"):
+        enc(torch.randn(3, 3, 32, 32))
+    with pytest.raises(ValueError, match="needs the image resolution"):
+        image_encoder(6, backbone="convnet")
+    with pytest.raises(ValueError, match="'resnet18' or 'convnet'"):
+        image_encoder(6, backbone="vgg")
 
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])

@@ -193,6 +193,7 @@ def test_paper_config_matches_table_a2b(tmp_path):
     assert cfg["trainer"]["gradient_clip_val"] == 2.0 and cfg["trainer"]["gradient_clip_algorithm"] == "norm"
     assert cfg["model"]["similarity"] == "cosine" and cfg["model"]["loss"] == "infonce_symmetric"
     assert cfg["model"]["text_backbone"] == "convnet" and cfg["model"]["hidden_size"] == 100
+    assert cfg["model"]["image_backbone"] == "resnet18"
 
 
 @pytest.mark.slow
