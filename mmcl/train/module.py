@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mmcl.distributed import global_contrastive_loss
-from mmcl.encoders import check_encoding_size, image_encoder, text_encoder
+from mmcl.encoders import ImageBackbone, check_encoding_size, image_encoder, text_encoder
 from mmcl.losses import LOSSES
 
 
@@ -57,7 +57,7 @@ class ContrastiveModule(pl.LightningModule):
         vocabulary: list[str] | None = None,
         max_text_length: int = 32,
         hidden_size: int = 100,
-        image_backbone: Literal["resnet18", "convnet"] = "resnet18",
+        image_backbone: ImageBackbone = "resnet18",
         image_resolution: int | None = None,
         image_base_channels: int = 32,
         text_backbone: Literal["convnet", "transformer"] = "convnet",
