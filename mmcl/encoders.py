@@ -14,7 +14,9 @@ Backbones (random initialisation, nothing is downloaded):
   features; the head applies LeakyReLU then Linear (upstream ``encoder_img``).
 * image, ``convnet``: :class:`ConvImageBackbone`, strided 4x4 convolutions halving the image
   down to <= 7x7, then Linear to ``hidden_size``; several times cheaper than the ResNet at
-  64x64, and what the CPU-sized configs (the demo, the DMVAE) use.
+  64x64, and what the CPU-sized configs (the demo, the DMVAE) use. With ``global_max_pool``
+  the Linear also sees the last feature map max-pooled over space: features that do not
+  depend on where the object is (its shape), shared by all positions.
 * text, ``convnet``: token embeddings (padding id 0 -> zero vector) laid out as a
   ``max_length x embedding_dim`` plane, three strided 4x4 convolutions with batch norm and
   ReLU, flattened; with the linear head that is the "4-layer ConvNet" of Table A.2b (upstream
@@ -145,10 +147,22 @@ def downsampling_sizes(resolution: int, stop: int = 7) -> list[int]:
 
 class ConvImageBackbone(nn.Module):
     """Strided 4x4 convolutions (BatchNorm, SiLU) halving the image down to <= 7x7, flattened,
-    then Linear to ``hidden_size`` features."""
+    then Linear to ``hidden_size`` features.
+
+    ``global_max_pool``: the Linear gets the last feature map's spatial maximum per channel
+    besides the flattened map. The flattened map tells *where* the object is, but a shape
+    detector read from it must be learnt once per cell the object can fall in (9 positions in
+    Multimodal3DIdent); the pooled channels carry *what* it is whatever the position, so each
+    position's images teach the same weights (in our trials on the demo's 10 000 pairs: image
+    shape accuracy 0.895 instead of 0.872 after the same 3 500 steps, docs/demo/README.md)."""
 
     def __init__(
-        self, resolution: int = 64, hidden_size: int = 256, base_channels: int = 32, max_channels: int = 256
+        self,
+        resolution: int = 64,
+        hidden_size: int = 256,
+        base_channels: int = 32,
+        max_channels: int = 256,
+        global_max_pool: bool = False,
     ):
         super().__init__()
         layers: list[nn.Module] = []
@@ -159,8 +173,9 @@ class ConvImageBackbone(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.SiLU()]
             c_in = c_out
         self.resolution = resolution
+        self.global_max_pool = global_max_pool
         self.convnet = nn.Sequential(*layers)
-        self.linear = nn.Linear(c_in * sizes[-1] ** 2, hidden_size)
+        self.linear = nn.Linear(c_in * sizes[-1] ** 2 + (c_in if global_max_pool else 0), hidden_size)
         self.out_features = hidden_size
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
@@ -169,7 +184,10 @@ class ConvImageBackbone(nn.Module):
                 f"image encoder expects (batch, 3, {self.resolution}, {self.resolution}) images, "
                 f"got shape {tuple(image.shape)}"
             )
-        return self.linear(self.convnet(image).flatten(1))
+        h = self.convnet(image)
+        if self.global_max_pool:
+            return self.linear(torch.cat([h.flatten(1), h.amax(dim=(2, 3))], dim=1))
+        return self.linear(h.flatten(1))
 
 
 def image_encoder(
@@ -180,18 +198,25 @@ def image_encoder(
     backbone: ImageBackbone = "resnet18",
     resolution: int | None = None,
     base_channels: int = 32,
+    global_max_pool: bool = False,
 ) -> Encoder:
     """Image backbone -> ``hidden_size`` -> LeakyReLU -> Linear(encoding_size) (upstream ``encoder_img``).
 
     ``backbone``: ``"resnet18"`` (the thesis', any resolution) or ``"convnet"``
-    (:class:`ConvImageBackbone`, needs ``resolution``; ``base_channels`` is its first width)."""
+    (:class:`ConvImageBackbone`, needs ``resolution``; ``base_channels`` is its first width,
+    ``global_max_pool`` adds its position-invariant features)."""
     check_encoding_size(encoding_size)
     if backbone == "resnet18":
+        if global_max_pool:
+            raise ValueError(
+                "global_max_pool is an option of the convnet image backbone; ResNet-18 ends in a "
+                "global average pool already"
+            )
         net: nn.Module = ResNet18Backbone(hidden_size, channels_last)
     elif backbone == "convnet":
         if resolution is None:
             raise ValueError("the convnet image backbone needs the image resolution")
-        net = ConvImageBackbone(resolution, hidden_size, base_channels)
+        net = ConvImageBackbone(resolution, hidden_size, base_channels, global_max_pool=global_max_pool)
     else:
         raise ValueError(f"image backbone must be 'resnet18' or 'convnet', got {backbone!r}")
     return Encoder(net, make_head(head, hidden_size, encoding_size, activation=True))

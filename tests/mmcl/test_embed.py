@@ -121,13 +121,14 @@ def test_vocabulary_mismatch_and_missing_checkpoint(checkpoint, tiny_dataset, tm
 
 def test_convnet_image_backbone_trains_and_embeds(tiny_dataset, tmp_path):
     """``model.image_backbone: convnet`` takes the resolution from the manifest, and the
-    checkpoint alone rebuilds it for ``mmcl embed``."""
+    checkpoint alone rebuilds it (with its global max pool) for ``mmcl embed``."""
     root = tmp_path / "convnet_run"
     argv = [
         "--config", str(REPO / "configs/train/quickstart.yaml"),
         "--data.root", str(tiny_dataset), "--data.batch_size", "16", "--data.num_workers", "0",
         "--model.encoding_size", "4", "--model.image_backbone", "convnet",
-        "--model.image_base_channels", "8", "--trainer.max_steps", "2",
+        "--model.image_base_channels", "8", "--model.image_global_max_pool", "true",
+        "--trainer.max_steps", "2",
         "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root),
     ]  # fmt: skip
@@ -137,6 +138,7 @@ def test_convnet_image_backbone_trains_and_embeds(tiny_dataset, tmp_path):
     resolution = json.loads((tiny_dataset / "manifest.json").read_text())["config"]["render"]["resolution"]
     assert module.hparams.image_backbone == "convnet" and module.hparams.image_resolution == resolution
     assert type(module.image_encoder.backbone).__name__ == "ConvImageBackbone"
+    assert module.image_encoder.backbone.global_max_pool
     out = tmp_path / "emb"
     assert main([str(ckpt), str(tiny_dataset), "--split", "test", "--out", str(out)]) == 0
     arrays = np.load(out / "embeddings_test.npz")

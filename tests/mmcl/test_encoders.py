@@ -68,6 +68,29 @@ def test_convnet_image_encoder_halves_to_7x7_then_linear():
         image_encoder(6, backbone="vgg")
 
 
+def test_convnet_global_max_pool_features_do_not_depend_on_where_the_object_is():
+    torch.manual_seed(0)
+    enc = image_encoder(
+        6, hidden_size=50, backbone="convnet", resolution=64, base_channels=8, global_max_pool=True
+    )
+    bb = enc.backbone.eval()
+    assert bb.linear.in_features == 64 * 4 * 4 + 64  # flattened map + one maximum per channel
+    # the same object at two places 16 pixels (one cell of the 4x4 map) apart, away from the border
+    obj = torch.rand(3, 12, 12)
+    a, b = torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64)
+    a[..., 18:30, 18:30] = obj
+    b[..., 34:46, 18:30] = obj
+    with torch.no_grad():
+        ha, hb = bb.convnet(a), bb.convnet(b)
+        assert not torch.allclose(ha.flatten(1), hb.flatten(1))  # the map knows where
+        assert torch.allclose(ha.amax(dim=(2, 3)), hb.amax(dim=(2, 3)), atol=1e-6)  # the maxima do not
+        # with the flattened part's weights zeroed, the features are those of the maxima alone
+        bb.linear.weight[:, : 64 * 4 * 4] = 0
+        assert torch.allclose(bb(a), bb(b), atol=1e-5)
+    with pytest.raises(ValueError, match="option of the convnet image backbone"):
+        image_encoder(6, backbone="resnet18", global_max_pool=True)
+
+
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_encoding_size_must_be_positive(bad):
     with pytest.raises(ValueError, match="encoding_size must be a positive integer"):
