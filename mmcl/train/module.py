@@ -22,9 +22,11 @@ from mmcl.distributed import global_contrastive_loss
 from mmcl.encoders import ImageBackbone, check_encoding_size, image_encoder, text_encoder
 from mmcl.losses import LOSSES
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
 
 class ContrastiveModule(pl.LightningModule):
-    """Image encoder + text encoder + contrastive loss + Adam.
+    """Image encoder + text encoder + contrastive loss + Adam (or AdamW).
 
     Args:
         encoding_size: dimension of both representations (swept 1..10 in Fig. 8.3).
@@ -37,6 +39,8 @@ class ContrastiveModule(pl.LightningModule):
         image_resolution: the images' side length (linked from the data module's manifest);
             the convnet backbone needs it.
         image_base_channels: width of the convnet backbone's first layer (doubling per layer).
+        image_global_max_pool: the convnet backbone's Linear also sees its last feature map
+            max-pooled over space (position-invariant features; see ``ConvImageBackbone``).
         text_backbone: 'convnet' (Table A.2b) or 'transformer'.
         text_embedding_dim, text_fbase: ConvNet token embedding size and base channel count.
         transformer_config: ``transformers`` config dict for the transformer backbone.
@@ -45,6 +49,8 @@ class ContrastiveModule(pl.LightningModule):
         tau: temperature (initial value when learnable).
         learnable_tau: train ``log_tau`` with the encoders.
         lr, betas, weight_decay: Adam (lr 1e-5 in the thesis).
+        optimizer: 'adam' (the thesis'; ``weight_decay`` is an L2 term in the gradient) or
+            'adamw' (decoupled weight decay, Loshchilov & Hutter).
         lr_schedule: 'constant' (thesis) or 'cosine' decay to 0 at ``trainer.max_steps``.
         warmup_steps: linear warm-up steps before the schedule.
         channels_last: run the ResNet in channels-last memory format.
@@ -60,6 +66,7 @@ class ContrastiveModule(pl.LightningModule):
         image_backbone: ImageBackbone = "resnet18",
         image_resolution: int | None = None,
         image_base_channels: int = 32,
+        image_global_max_pool: bool = False,
         text_backbone: Literal["convnet", "transformer"] = "convnet",
         text_embedding_dim: int = 128,
         text_fbase: int = 25,
@@ -71,6 +78,7 @@ class ContrastiveModule(pl.LightningModule):
         lr: float = 1e-5,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
+        optimizer: Literal["adam", "adamw"] = "adam",
         lr_schedule: Literal["constant", "cosine"] = "constant",
         warmup_steps: int = 0,
         channels_last: bool = False,
@@ -86,6 +94,8 @@ class ContrastiveModule(pl.LightningModule):
             raise ValueError(f"model.similarity must be 'cosine' or 'euclidean', got {similarity!r}")
         if not tau > 0:
             raise ValueError(f"model.tau must be > 0, got {tau}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"model.optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"model.lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         if warmup_steps < 0:
@@ -103,6 +113,7 @@ class ContrastiveModule(pl.LightningModule):
             backbone=image_backbone,
             resolution=image_resolution,
             base_channels=image_base_channels,
+            global_max_pool=image_global_max_pool,
         )
         self.text_encoder = text_encoder(
             len(vocabulary),
@@ -167,7 +178,7 @@ class ContrastiveModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.Adam(
+        optimizer = OPTIMIZERS[hp.get("optimizer", "adam")](
             self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
         )
         total = self.trainer.max_steps if self.trainer is not None else -1
