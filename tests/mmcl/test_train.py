@@ -221,3 +221,31 @@ def test_quickstart_config_lowers_the_contrastive_loss(tiny_dataset, tmp_path):
     losses = [float(r["train/loss"]) for r in rows(root) if r["train/loss"]]
     assert losses[0] == pytest.approx(2.77, abs=0.15)  # log(16): random embeddings
     assert sum(losses[-5:]) / 5 < 0.85 * losses[0]
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adamw_decays_weights_apart_from_the_gradient(name):
+    """With a zero gradient Adam's L2 term still makes a full-size Adam step, while AdamW
+    shrinks every weight by exactly lr * weight_decay (decoupled decay)."""
+    from lightning.pytorch import Trainer
+
+    from mmcl.train.module import ContrastiveModule
+
+    vocab = ["<pad>", "<bos>", "<eos>", "a", "b"]
+    module = ContrastiveModule(encoding_size=2, vocabulary=vocab, max_text_length=8, image_backbone="convnet",
+                               image_resolution=16, image_base_channels=4, lr=0.1, weight_decay=0.5,
+                               optimizer=name)  # fmt: skip
+    module.trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False)
+    optimizer = module.configure_optimizers()["optimizer"]
+    assert type(optimizer) is {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name]
+    w = module.image_encoder.head.linear.weight
+    before = w.detach().clone()
+    for p in module.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    if name == "adamw":
+        assert torch.allclose(w, before * (1 - 0.1 * 0.5))
+    else:  # the L2 gradient wd * w, normalised by Adam: a step of lr against the sign of w
+        assert torch.allclose(w, before - 0.1 * torch.sign(before), atol=1e-4)
+    with pytest.raises(ValueError, match="model.optimizer must be one of"):
+        ContrastiveModule(encoding_size=2, vocabulary=vocab, optimizer="sgd")
