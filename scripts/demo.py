@@ -13,7 +13,7 @@ Stages (each one a command of this project, printed before it runs):
 
 ``fit`` and ``dmvae`` need only the dataset, not each other, so they run at the same time with
 one CPU thread each (their output lines prefixed ``[fit]`` / ``[dmvae]``): these small models
-gain little from a second thread (the demo's fit: about 390 samples/s on one thread, 420 on
+gain little from a second thread (the demo's fit: about 330 samples/s on one thread, 420 on
 two), so two trainings side by side on 2 cores finish far sooner than one after the other.
 
 A finished stage leaves ``OUT/.stages/NAME.json`` (command, seconds) and is skipped on a rerun;
@@ -128,6 +128,8 @@ class Demo:
         if not todo:
             return
         self.threads = max(1, (os.cpu_count() or 1) // len(todo))
+        for name in todo:  # the report lists stages in this order, not in the order they end
+            self.timings[name] = 0.0
         failures: list[SystemExit] = []
 
         def body(name: str, commands) -> None:
@@ -197,7 +199,7 @@ class Demo:
         yield [
             tool("mmcl"), "dmvae", "generate", "--run", str(run), "--modes", "text2image", "image2text", *threads,
         ]  # fmt: skip
-        # 3 epochs of the 10 000 training images: as many samples as 6 of the 4 000 it was tuned on
+        # 3 epochs of the 12 000 training images (the classifier that judges coherence)
         yield [
             tool("mmcl"), "dmvae", "eval", "--run", str(run), "--skip", "unconditional",
             "--classifier-epochs", "3", *threads,
