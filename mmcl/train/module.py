@@ -178,7 +178,7 @@ class ContrastiveModule(pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = OPTIMIZERS[hp.get("optimizer", "adam")](
+        optimizer = OPTIMIZERS[hp.optimizer](
             self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
         )
         total = self.trainer.max_steps if self.trainer is not None else -1
