@@ -7,7 +7,7 @@ modality-specific m is the same (rows are draws from the prior N(0, I)).
 
 * text2image: c = mean of q(c | x_txt) of test sentences (printed above their columns);
 * image2text: c = mean of q(c | x_img) of test images (shown in the top row), generated
-  sentences in the cells (greedy per-position argmax), each marked when it does not parse;
+  sentences in the cells (sampled token by token, seeded), each marked when it does not parse;
 * unconditional: c ~ GMM prior (``RUN/gmm.npz``), one image grid and one text grid sharing c.
 """
 
@@ -39,16 +39,20 @@ def prior_specific(module: SpecificModule, modality: str, n: int, seed: int) -> 
 
 @torch.no_grad()
 def decode_grid(
-    module: SpecificModule, modality: str, content: torch.Tensor, specific: torch.Tensor
+    module: SpecificModule,
+    modality: str,
+    content: torch.Tensor,
+    specific: torch.Tensor,
+    seed: int = 0,
+    greedy: bool = False,
 ) -> torch.Tensor:
     """Outputs for every (row r, column k) pair of ``specific[r]`` and ``content[k]``:
-    images (R, K, 3, H, W) in [0, 1] or token ids (R, K, L)."""
+    images (R, K, 3, H, W) in [0, 1] or token ids (R, K, L), sentences sampled token by token
+    (seeded) so that the rows show the variety the decoder has learnt, or greedy."""
     r, k = len(specific), len(content)
     c = content.unsqueeze(0).expand(r, k, -1).reshape(r * k, -1)
     m = specific.unsqueeze(1).expand(r, k, -1).reshape(r * k, -1)
-    out = module.decode(modality, c, m)
-    if modality == "text":
-        out = out.argmax(-1)
+    out = module.generate(modality, c, m, greedy=greedy, generator=torch.Generator().manual_seed(seed))
     return out.reshape(r, k, *out.shape[1:])
 
 
@@ -186,7 +190,7 @@ def generate(
     with torch.no_grad():
         if "text2image" in modes and "image" in module.modalities:
             content = module.content_model.content(text=cond["text"]).mean
-            images = decode_grid(module, "image", content, prior_specific(module, "image", rows, seed))
+            images = decode_grid(module, "image", content, prior_specific(module, "image", rows, seed), seed)
             sentences = [grammar.detokenize(t) for t in cond["text"]]
             fig = image_grid_figure(
                 images,
@@ -198,7 +202,7 @@ def generate(
             made["files"]["text2image"] = str(path)
         if "image2text" in modes and "text" in module.modalities:
             content = module.content_model.content(image=cond["image"]).mean
-            ids = decode_grid(module, "text", content, prior_specific(module, "text", rows, seed))
+            ids = decode_grid(module, "text", content, prior_specific(module, "text", rows, seed), seed)
             sents, ok = text_cells(ids)
             fig = text_grid_figure(
                 sents,
@@ -215,7 +219,7 @@ def generate(
             content = run.prior.sample(columns, seed)
             if "image" in module.modalities:
                 images = decode_grid(
-                    module, "image", content, prior_specific(module, "image", rows, seed + 1)
+                    module, "image", content, prior_specific(module, "image", rows, seed + 1), seed + 1
                 )
                 fig = image_grid_figure(
                     images, title="unconditional images: column = one c ~ GMM, row = one m_img ~ N(0, I)"
@@ -224,7 +228,9 @@ def generate(
                 save_figure(fig, path)
                 made["files"]["unconditional_image"] = str(path)
             if "text" in module.modalities:
-                ids = decode_grid(module, "text", content, prior_specific(module, "text", rows, seed + 2))
+                ids = decode_grid(
+                    module, "text", content, prior_specific(module, "text", rows, seed + 2), seed + 2
+                )
                 sents, ok = text_cells(ids)
                 fig = text_grid_figure(
                     sents,

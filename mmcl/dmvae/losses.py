@@ -18,6 +18,8 @@ Stage 2 (modality-specific conditional VAEs)
       permuted pairs (D outputs logits; ``D = sigmoid(logit)``).
     * :func:`mutual_information_estimate` -- Eq. 9.8, ``I_hat(c; m) = E_joint[log D / (1 - D)]``,
       which for a logit-output D is the mean joint logit.
+    * :func:`normalised_hsic` -- a critic-free dependence measure of the batch (not in the
+      thesis; ``mi_penalty: hsic`` in stage 2, see mmcl/dmvae/stage2.py for why).
 
 The thesis writes Eq. 9.3 as a sum over the batch; like ``mmcl.losses`` we average over it.
 Log-likelihoods are summed over all observed dimensions (pixels x channels, token positions),
@@ -135,16 +137,23 @@ def gaussian_log_likelihood(x: torch.Tensor, loc: torch.Tensor, scale: float | t
 IMAGE_LIKELIHOODS = {"laplace": laplace_log_likelihood, "gaussian": gaussian_log_likelihood}
 
 
-def categorical_log_likelihood(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+def categorical_log_likelihood(
+    logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """``sum_t log Cat(tokens_t; softmax(logits_t))`` over the ``L`` token positions.
 
-    ``logits`` is ``(B, L, V)``, ``tokens`` ``(B, L)``; padding positions are scored too (the
-    decoder also models where a sentence ends).
+    ``logits`` is ``(B, L, V)``, ``tokens`` ``(B, L)``. Without ``mask`` padding positions are
+    scored too (a per-position decoder also models where a sentence ends); with a ``(B, L)``
+    bool ``mask`` only the positions where it is True count (an autoregressive decoder stops at
+    ``<eos>``, the padding after it follows).
     """
     if logits.shape[:2] != tokens.shape:
         raise ValueError(f"logits {tuple(logits.shape)} do not match tokens {tuple(tokens.shape)}")
     logp = F.log_softmax(logits.float(), dim=-1)
-    return logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1).sum(-1)
+    per_token = logp.gather(-1, tokens.long().unsqueeze(-1)).squeeze(-1)
+    if mask is not None:
+        per_token = per_token * mask.to(per_token.dtype)
+    return per_token.sum(-1)
 
 
 def elbo(log_likelihood: torch.Tensor, kl: torch.Tensor) -> torch.Tensor:
@@ -164,6 +173,24 @@ def discriminator_bce(logits_joint: torch.Tensor, logits_marginal: torch.Tensor)
     return F.binary_cross_entropy_with_logits(
         logits_joint, torch.ones_like(logits_joint)
     ) + F.binary_cross_entropy_with_logits(logits_marginal, torch.zeros_like(logits_marginal))
+
+
+def normalised_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Normalised Hilbert-Schmidt independence criterion of the batch, in [0, 1]:
+    ``HSIC(x, y) / sqrt(HSIC(x, x) HSIC(y, y))`` with Gaussian kernels whose bandwidths are the
+    median pairwise distances (Gretton et al. 2005; normalised as in centred kernel alignment,
+    Cortes et al. 2012). It is 0 when x and y are independent (for characteristic kernels, in the
+    population), needs no critic, and is invariant to rescaling either argument."""
+
+    def centred_gram(z: torch.Tensor) -> torch.Tensor:
+        d2 = torch.cdist(z, z).pow(2)
+        n = z.shape[0]
+        bandwidth = d2.detach()[~torch.eye(n, dtype=torch.bool, device=z.device)].median().clamp_min(1e-8)
+        k = torch.exp(-d2 / bandwidth)
+        return k - k.mean(0, keepdim=True) - k.mean(1, keepdim=True) + k.mean()
+
+    kx, ky = centred_gram(x.float()), centred_gram(y.float())
+    return (kx * ky).sum() / ((kx * kx).sum() * (ky * ky).sum()).sqrt().clamp_min(1e-12)
 
 
 def mutual_information_estimate(logits_joint: torch.Tensor) -> torch.Tensor:

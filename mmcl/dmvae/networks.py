@@ -10,9 +10,15 @@ cheaper at 64x64 and is what the CPU-sized configs use.
   transposed convolutions doubling the size up to the image resolution (64 -> 4 blocks from
   4x4, 224 -> 5 blocks from 7x7) while halving the channels down to ``base_channels``, and a
   3x3 convolution to RGB; outputs the location of the likelihood in [0, 1].
-* :class:`TextDecoder` -- p(x_txt | c, m_txt): an MLP to one feature vector per token position,
-  then a shared Linear to vocabulary logits: a categorical likelihood per position
-  (non-autoregressive, positions independent given (c, m)).
+* :class:`AutoregressiveTextDecoder` -- p(x_txt | c, m_txt) = prod_t p(w_t | w_<t, c, m_txt): a
+  GRU whose initial state and every input step see (c, m), trained with teacher forcing; greedy
+  decoding for coherence, sampling for grids. Colour names are 1 to ~7 tokens long, so every
+  later token's position depends on the name: only a decoder that sees what it has written
+  can keep a template together (the default since the per-position decoder's sentences did not
+  parse, docs/dmvae/README.md).
+* :class:`TextDecoder` -- the earlier non-autoregressive decoder: an MLP to one feature vector
+  per token position, then a shared Linear to vocabulary logits (positions independent given
+  (c, m)); kept as ``text_decoder: per_position`` for comparison.
 * :class:`Discriminator` -- D_i(c, m_i) of Eq. 9.7 as an MLP on the concatenation, outputting
   the logit of "joint pair".
 """
@@ -54,8 +60,10 @@ def gaussian_image_encoder(
     backbone: ImageBackbone = "convnet",
     hidden_size: int = 256,
     base_channels: int = 32,
+    global_max_pool: bool = False,
 ) -> Encoder:
-    """Image -> Gaussian posterior (mean, logvar) of size ``encoding_size``."""
+    """Image -> Gaussian posterior (mean, logvar) of size ``encoding_size`` (``global_max_pool``:
+    the ConvNet's position-invariant features, see :class:`~mmcl.encoders.ConvImageBackbone`)."""
     return image_encoder(
         encoding_size,
         hidden_size,
@@ -63,6 +71,7 @@ def gaussian_image_encoder(
         backbone=backbone,
         resolution=resolution,
         base_channels=base_channels,
+        global_max_pool=global_max_pool,
     )
 
 
@@ -137,6 +146,75 @@ class TextDecoder(nn.Module):
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         h = self.mlp(latent).view(-1, self.max_length, self.position_size)
         return self.out(torch.nn.functional.silu(self.norm(h)))
+
+
+class AutoregressiveTextDecoder(nn.Module):
+    """(c, m) and the sentence so far -> logits of the next token (a GRU language model
+    conditioned on the latent).
+
+    The latent sets the initial hidden state (``tanh(Linear(latent))``) and is concatenated to
+    every input token embedding, so the condition cannot be forgotten along the sentence.
+    Sequences follow the tokenizer's framing (``<bos> w_1 .. w_n <eos> <pad> ..``): position 0
+    is always ``<bos>`` and is given, positions 1..L-1 are predicted.
+    """
+
+    def __init__(
+        self,
+        latent_size: int,
+        vocab_size: int,
+        max_length: int,
+        hidden_size: int = 256,
+        embedding_dim: int = 64,
+        bos_id: int = 1,
+        eos_id: int = 2,
+        pad_id: int = 0,
+    ):
+        super().__init__()
+        self.max_length, self.vocab_size = max_length, vocab_size
+        self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
+        self.embedding = nn.Embedding(vocab_size, embedding_dim)
+        self.init = nn.Linear(latent_size, hidden_size)
+        self.gru = nn.GRU(embedding_dim + latent_size, hidden_size, batch_first=True)
+        self.out = nn.Linear(hidden_size, vocab_size)
+
+    def _h0(self, latent: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.init(latent)).unsqueeze(0)
+
+    def forward(self, latent: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: logits ``(B, L - 1, V)`` of tokens ``1..L-1`` given tokens ``0..L-2``."""
+        inputs = self.embedding(tokens[:, :-1].long())
+        cond = latent.unsqueeze(1).expand(-1, inputs.shape[1], -1)
+        h, _ = self.gru(torch.cat([inputs, cond], dim=-1), self._h0(latent))
+        return self.out(h)
+
+    @torch.no_grad()
+    def generate(
+        self, latent: torch.Tensor, greedy: bool = True, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Token ids ``(B, L)``: ``<bos>``, then one token at a time (the most likely one, or a
+        draw from the categorical when ``greedy`` is False) until ``<eos>``, padding after it."""
+        b = latent.shape[0]
+        ids = torch.full((b, self.max_length), self.pad_id, dtype=torch.long, device=latent.device)
+        ids[:, 0] = self.bos_id
+        done = torch.zeros(b, dtype=torch.bool, device=latent.device)
+        h = self._h0(latent)
+        token = ids[:, :1]
+        for t in range(1, self.max_length):
+            x = torch.cat([self.embedding(token), latent.unsqueeze(1)], dim=-1)
+            out, h = self.gru(x, h)
+            logits = self.out(out[:, -1]).float()
+            if greedy:
+                nxt = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits, -1)
+                nxt = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(latent.device)
+            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+            ids[:, t] = nxt
+            done |= nxt == self.eos_id
+            if bool(done.all()):
+                break
+            token = nxt.unsqueeze(1)
+        return ids
 
 
 class Discriminator(nn.Module):

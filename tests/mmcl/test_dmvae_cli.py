@@ -100,8 +100,10 @@ def test_generate_grids_share_c_along_columns_and_m_along_rows(tiny_run):
     assert grid.shape == (2, 3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(grid[1, 2], run.module.decode("image", c[2:3], m[1:2])[0])
-        ids = decode_grid(run.module, "text", c, m)
-        torch.testing.assert_close(ids[0, 1], run.module.decode("text", c[1:2], m[0:1])[0].argmax(-1))
+        ids = decode_grid(run.module, "text", c, m, greedy=True)
+        torch.testing.assert_close(ids[0, 1], run.module.generate("text", c[1:2], m[0:1])[0])
+        sampled = decode_grid(run.module, "text", c, m, seed=3)
+        torch.testing.assert_close(sampled, decode_grid(run.module, "text", c, m, seed=3))
 
 
 def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
@@ -124,7 +126,7 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
     )
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
-    for direction in ("text2image", "image2text"):
+    for direction in ("text2image", "image2text", "reconstruction_image", "reconstruction_text"):
         vals = metrics["coherence"][direction]
         assert set(vals) >= {"object_shape", "object_xpos", "object_ypos", "all"}
         assert all(0 <= v <= 1 for v in vals.values())
@@ -140,7 +142,11 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
 
     assert probe_main([str(out / "embeddings"), "--probes", "logistic", "--out", str(tmp_path / "p")]) == 0
     emb = json.loads((out / "embeddings" / "embeddings.json").read_text())
-    assert set(emb["representations"]) == {"c", "m_image", "m_text"}
+    assert set(emb["representations"]) == {"c", "c_image", "c_text", "m_image", "m_text"}
+    assert set(metrics["leakage"]) == {"c", "c_image", "c_text", "m_image", "m_text"}
+    for rep in ("m_image", "m_text"):
+        est = metrics["mi_fresh_critic"][rep]
+        assert np.isfinite(est["density_ratio"]) and est["steps"] >= 1
     npz = np.load(out / "embeddings" / "embeddings_test.npz")
     assert (
         npz["c"].shape == (16, 4)
