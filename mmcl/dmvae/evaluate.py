@@ -17,6 +17,15 @@
   space (``fd_factor_classifier``; not FID, no Inception weights are available here), for
   unconditional (c ~ GMM) and text -> image samples; and unconditional text parse rate and
   joint coherence (shape / x / y of the image and the sentence generated from the same c).
+* **Reconstruction coherence**, the ceiling of cross-modal coherence: the same classifier and
+  parser on reconstructions, c = full-set PoE mean and m_i = mean of q(m_i | x_i) of the same
+  example. Low reconstruction coherence means the decoder cannot draw (or write) the factor;
+  high reconstruction but low cross-modal coherence means the content does not condition it.
+* **Fresh-critic MI** (:mod:`mmcl.dmvae.critic`): I(c; m_i) by a new critic trained to
+  convergence on the frozen latents (c = full-set PoE mean, one seeded draw of m_i ~ q(m_i | x_i))
+  of the fitting split, estimated on the scoring split,
+  beside the linear and MLP probes of m_i. The stage-1 probes of c also cover each unimodal
+  expert (``c_image``, ``c_text``: the means of q(c | x_i)).
 """
 
 from __future__ import annotations
@@ -39,14 +48,15 @@ from mmcl.dmvae.classifier import (
     save_classifier,
     train_factor_classifier,
 )
+from mmcl.dmvae.critic import fresh_critic_mi
 from mmcl.dmvae.data import MODALITIES, add_unit_images
 from mmcl.dmvae.grammar import Grammar
 from mmcl.dmvae.io import DMVAEError, save_figure, write_csv, write_json
-from mmcl.dmvae.losses import poe
+from mmcl.dmvae.losses import poe, sample_gaussian
 from mmcl.dmvae.run import LoadedRun, load_run
 from mmcl.dmvae.stage2 import SpecificModule
 
-REPRESENTATIONS = ("c", "m_image", "m_text")
+REPRESENTATIONS = ("c", "c_image", "c_text", "m_image", "m_text")
 CONTENT = ("object_shape", "object_xpos", "object_ypos")
 NONLINEAR = {"discrete": "mlp", "continuous": "kernel_ridge"}
 LINEAR = {"discrete": "logistic", "continuous": "linear"}
@@ -68,10 +78,14 @@ def numeric_factors(manifest: Manifest) -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------- embeddings
 @torch.no_grad()
-def encode_split(module: SpecificModule, data, split: str) -> dict[str, np.ndarray]:
-    """c (full-set PoE mean), the unimodal content means and the m_i means of ``split`` with every
-    numeric factor, rows sorted by sample index."""
-    reps: dict[str, list[torch.Tensor]] = {r: [] for r in ("c", "c_image", "c_text", "m_image", "m_text")}
+def encode_split(module: SpecificModule, data, split: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """c (full-set PoE mean), the unimodal content means, the m_i means and one seeded draw
+    ``m_<i>_sample`` from each q(m_i | x_i) of ``split`` with every numeric factor, rows sorted by
+    sample index."""
+    g = torch.Generator().manual_seed(seed)
+    reps: dict[str, list[torch.Tensor]] = {
+        r: [] for r in ("c", "c_image", "c_text", "m_image", "m_text", "m_image_sample", "m_text_sample")
+    }
     factors: dict[str, list[torch.Tensor]] = {}
     index = []
     wanted = numeric_factors(data.manifest)
@@ -83,7 +97,9 @@ def encode_split(module: SpecificModule, data, split: str) -> dict[str, np.ndarr
         reps["c_text"].append(experts.mean[:, 1])
         for m in MODALITIES:
             if m in module.modalities:
-                reps[f"m_{m}"].append(module.encode_specific(m, module.inputs(m, batch)[0]).mean)
+                q = module.encode_specific(m, module.inputs(m, batch)[0])
+                reps[f"m_{m}"].append(q.mean)
+                reps[f"m_{m}_sample"].append(sample_gaussian(q, g))
         index.append(batch["index"])
         for modality in MODALITIES:
             for name, values in batch[f"latents_{modality}"].items():
@@ -122,6 +138,32 @@ def write_embeddings(
 
 
 # ----------------------------------------------------------------------------- coherence
+def _count_images(pred: dict[str, torch.Tensor], truth: dict[str, torch.Tensor], counts: dict) -> None:
+    """Add the classifier's hits per content factor (and all three at once) to ``counts``."""
+    ok_all = torch.ones(len(truth[CONTENT[0]]), dtype=torch.bool)
+    for f in CONTENT:
+        ok = pred[f] == truth[f]
+        counts[f] += int(ok.sum())
+        ok_all &= ok
+    counts["all"] += int(ok_all.sum())
+
+
+def _count_sentences(
+    grammar: Grammar, ids: torch.Tensor, truth: dict[str, torch.Tensor], counts: dict
+) -> None:
+    """Add parsed sentences and their hits per content factor to ``counts`` (an unparseable
+    sentence is wrong for every factor)."""
+    for i in range(len(ids)):
+        parsed = grammar.parse_ids(ids[i])
+        if parsed is None:
+            continue
+        counts["parsed"] += 1
+        oks = [getattr(parsed, f) == int(truth[f][i]) for f in CONTENT]
+        for f, ok in zip(CONTENT, oks):
+            counts[f] += int(ok)
+        counts["all"] += int(all(oks))
+
+
 @torch.no_grad()
 def coherence(
     module: SpecificModule, classifier: FactorClassifier, grammar: Grammar, data, split: str, seed: int
@@ -131,6 +173,8 @@ def coherence(
     cm = module.content_model
     t2i = {f: 0 for f in (*CONTENT, "all")}
     i2t = {f: 0 for f in (*CONTENT, "all", "parsed")}
+    rec_img = {f: 0 for f in (*CONTENT, "all")}
+    rec_txt = {f: 0 for f in (*CONTENT, "all", "parsed")}
     n = 0
     feats_real, feats_t2i = [], []
     for batch in _loader(data, split):
@@ -138,36 +182,28 @@ def coherence(
         n += b
         truth = {f: batch["latents_image"][f] for f in CONTENT}
         feats_real.append(classifier.features(batch["image01"]))
+        c_full = cm.content(image=batch["image"], text=batch["text"]).mean
         if "image" in module.modalities:
             c = cm.content(text=batch["text"]).mean
             m = torch.randn(b, module.specific_sizes["image"], generator=g)
-            images = module.decode("image", c, m)
-            pred = classifier.predict(images)
+            images = module.generate("image", c, m)
             feats_t2i.append(classifier.features(images))
-            ok_all = torch.ones(b, dtype=torch.bool)
-            for f in CONTENT:
-                ok = pred[f] == batch["latents_text"][f]
-                t2i[f] += int(ok.sum())
-                ok_all &= ok
-            t2i["all"] += int(ok_all.sum())
+            _count_images(classifier.predict(images), truth, t2i)
+            m_own = module.encode_specific("image", batch["image"]).mean
+            _count_images(classifier.predict(module.generate("image", c_full, m_own)), truth, rec_img)
         if "text" in module.modalities:
             c = cm.content(image=batch["image"]).mean
             m = torch.randn(b, module.specific_sizes["text"], generator=g)
-            ids = module.decode("text", c, m).argmax(-1)
-            for i in range(b):
-                parsed = grammar.parse_ids(ids[i])
-                if parsed is None:
-                    continue
-                i2t["parsed"] += 1
-                oks = [getattr(parsed, f) == int(truth[f][i]) for f in CONTENT]
-                for f, ok in zip(CONTENT, oks):
-                    i2t[f] += int(ok)
-                i2t["all"] += int(all(oks))
+            _count_sentences(grammar, module.generate("text", c, m), truth, i2t)
+            m_own = module.encode_specific("text", batch["text"]).mean
+            _count_sentences(grammar, module.generate("text", c_full, m_own), truth, rec_txt)
     out: dict[str, Any] = {"n": n}
     if "image" in module.modalities:
         out["text2image"] = {f: v / n for f, v in t2i.items()}
+        out["reconstruction_image"] = {f: v / n for f, v in rec_img.items()}
     if "text" in module.modalities:
         out["image2text"] = {f: v / n for f, v in i2t.items()}
+        out["reconstruction_text"] = {f: v / n for f, v in rec_txt.items()}
     out["_features_real"] = torch.cat(feats_real).numpy()
     if feats_t2i:
         out["_features_text2image"] = torch.cat(feats_t2i).numpy()
@@ -190,13 +226,11 @@ def unconditional(
         b = len(c)
         pred = None
         if "image" in module.modalities:
-            images = module.decode("image", c, torch.randn(b, module.specific_sizes["image"], generator=g))
+            images = module.generate("image", c, torch.randn(b, module.specific_sizes["image"], generator=g))
             feats.append(classifier.features(images))
             pred = classifier.predict(images)
         if "text" in module.modalities:
-            ids = module.decode("text", c, torch.randn(b, module.specific_sizes["text"], generator=g)).argmax(
-                -1
-            )
+            ids = module.generate("text", c, torch.randn(b, module.specific_sizes["text"], generator=g))
             for i in range(b):
                 parsed = grammar.parse_ids(ids[i])
                 if parsed is None:
@@ -330,7 +364,7 @@ def leakage(matrix: dict) -> dict[str, dict[str, dict[str, float]]]:
     """Content accuracy of m_i against chance, per probe family (the ablation's y-axis)."""
     out: dict[str, dict] = {}
     for family in ("linear", "nonlinear"):
-        for rep in ("m_image", "m_text", "c"):
+        for rep in ("m_image", "m_text", "c", "c_image", "c_text"):
             cells = matrix[family].get(rep, {})
             for f in CONTENT:
                 if f in cells:
@@ -422,7 +456,7 @@ def evaluate(
     metrics["elbo"] = test_elbo(module, data, split, seed)
     if "probing" not in skip:
         log("embeddings + probing ...")
-        arrays = {s: encode_split(module, data, s) for s in ("val", split)}
+        arrays = {s: encode_split(module, data, s, seed) for s in ("val", split)}
         emb_dir = out_dir / "embeddings"
         reps = tuple(r for r in REPRESENTATIONS if r in arrays[split])
         write_embeddings(
@@ -467,6 +501,21 @@ def evaluate(
             ],
         )
         metrics["leakage"] = leakage(matrix)
+        if "critic" not in skip:
+            log("fresh-critic MI ...")
+            metrics["mi_fresh_critic"] = {
+                # I(c; m_i) of the model's stochastic m_i: one draw per example (a collapsed
+                # posterior's mean can vary with x while its draws carry nothing)
+                rep: fresh_critic_mi(
+                    arrays["val"]["c"],
+                    arrays["val"][f"{rep}_sample"],
+                    arrays[split]["c"],
+                    arrays[split][f"{rep}_sample"],
+                    seed,
+                )
+                for rep in ("m_image", "m_text")
+                if rep in arrays[split]
+            }
     rows = []
     for direction in ("text2image", "image2text"):
         for f, v in coh.get(direction, {}).items():
@@ -504,13 +553,17 @@ def summary(metrics: dict) -> str:
             "  FD (factor-classifier features): "
             + ", ".join(f"{k} {v:.3f}" for k, v in metrics["fd_factor_classifier"].items())
         )
+    for rep, est in (metrics.get("mi_fresh_critic") or {}).items():
+        lines.append(
+            f"  I(c; {rep}) by a fresh critic: {est['density_ratio']:.3f} nats "
+            f"(DV lower bound {est['dv_lower_bound']:.3f}, {est['steps']} steps)"
+        )
     for rep, fam in (metrics.get("leakage") or {}).items():
-        if rep == "c":
-            continue
+        what = "content" if rep.startswith("c") else "leakage"
         for family in ("linear", "nonlinear"):
             if family in fam:
                 lines.append(
-                    f"  leakage {rep} ({family}): "
+                    f"  {what} {rep} ({family}): "
                     + ", ".join(
                         f"{f} {v:.3f} (chance {fam['chance'][f]:.3f})" for f, v in fam[family].items()
                     )
@@ -540,7 +593,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--n-unconditional", type=int, default=2000, help="unconditional samples for FD / parse rate"
     )
-    p.add_argument("--skip", nargs="*", default=[], help="parts to skip: probing unconditional")
+    p.add_argument(
+        "--skip", nargs="*", default=[], help="parts to skip: probing (implies critic) critic unconditional"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="dataset root (default: the run's data.root)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
