@@ -303,7 +303,8 @@ def report_markdown(
         "",
         f"A 64x64 draft Multimodal3DIdent dataset rendered with Blender, image ({image_backbone}) and",
         "text (ConvNet) encoders trained with symmetric InfoNCE, their embeddings probed for every",
-        "ground-truth factor, and a small DMVAE that generates images from sentences.",
+        "ground-truth factor, and a small DMVAE that generates images from sentences and sentences",
+        "from images.",
         "",
         "![samples](contact_sheet.png)",
         "",
@@ -340,17 +341,30 @@ def report_markdown(
     ]
     coh = dmvae.get("coherence", {})
     if coh:
-        lines += ["| coherence | " + " | ".join(CONTENT) + " |", "|---" * (len(CONTENT) + 1) + "|"]
-        for direction in ("text2image", "image2text"):
+        lines += [
+            "| coherence | " + " | ".join(CONTENT) + " | sentences that parse |",
+            "|---" * (len(CONTENT) + 2) + "|",
+        ]
+        for direction in ("text2image", "image2text", "reconstruction_image", "reconstruction_text"):
             if direction in coh:
                 vals = " | ".join(f"{coh[direction].get(f, float('nan')):.2f}" for f in CONTENT)
-                lines.append(f"| {direction} | {vals} |")
+                parsed = coh[direction].get("parsed")
+                lines.append(f"| {direction} | {vals} | {'' if parsed is None else f'{parsed:.2f}'} |")
+        lines += [
+            "",
+            "Reconstruction (content and specific latent of the same example) is the ceiling of",
+            "cross-modal generation: what the decoders can draw or write at all.",
+        ]
         acc = (dmvae.get("factor_classifier") or {}).get("test_accuracy") or {}
         if acc:
             shown = ", ".join(f"{f} {acc[f]:.2f}" for f in CONTENT if f in acc)
             lines += ["", f"Text -> image coherence is judged by a factor classifier trained on real images "
                       f"(its own test accuracy: {shown})."]  # fmt: skip
     lines += [
+        "",
+        "Image -> text samples (sampled token by token; red: not a sentence of the grammar):",
+        "",
+        "![image to text](dmvae/samples/image2text.png)",
         "",
         "Probing matrix of the DMVAE's latents (content c, image-specific m_img, text-specific m_txt):",
         "",
@@ -385,11 +399,15 @@ def terminal_table(rows: list[dict], dmvae: dict) -> str:
             + "".join(f"{r['score']:>8.2f}" if r else f"{'–':>8}" for r in (img, txt))
             + f"{chance:>8.2f}"
         )
-    coh = (dmvae.get("coherence") or {}).get("text2image")
-    if coh:
-        out.append(
-            "DMVAE text->image coherence: " + ", ".join(f"{f} {coh[f]:.2f}" for f in CONTENT if f in coh)
-        )
+    for direction in ("text2image", "image2text"):
+        coh = (dmvae.get("coherence") or {}).get(direction)
+        if coh:
+            parsed = f", sentences parsed {coh['parsed']:.2f}" if "parsed" in coh else ""
+            out.append(
+                f"DMVAE {direction.replace('2', '->')} coherence: "
+                + ", ".join(f"{f} {coh[f]:.2f}" for f in CONTENT if f in coh)
+                + parsed
+            )
     return "\n".join(out)
 
 

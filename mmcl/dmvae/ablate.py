@@ -4,7 +4,10 @@
 
 Stage 1 is trained once (``DIR/stage1``, or reused with ``--stage1-checkpoint``); for every
 delta a stage-2 run ``DIR/delta_<d>`` is fitted on that frozen stage 1 with
-``stage2.model.delta = d`` (for both modalities), then evaluated with one shared factor
+``stage2.model.delta = d`` for both modalities, or with ``--modality image`` (``text``) a run
+``DIR/delta_image_<d>`` with delta d for that modality only and the other modality's delta held
+at ``--other-delta`` (default: the config's), so each delta_i is swept on its own; then
+evaluated with one shared factor
 classifier (``DIR/factor_classifier.pt``). Extra arguments go to every ``mmcl dmvae fit``.
 Everything is resumable: finished fits are skipped, evaluations are reused when their
 ``metrics.json`` belongs to the run's current checkpoint. Stage-2 fits of different deltas are
@@ -34,8 +37,26 @@ from mmcl.dmvae.io import DMVAEError, RunLayout, read_checkpoint, save_figure, w
 THESIS_DELTAS = (0.0, 10.0, 100.0, 400.0, 1600.0)
 
 
-def delta_dir(root: Path, delta: float) -> Path:
-    return root / f"delta_{delta:g}"
+def delta_dir(root: Path, delta: float, modality: str = "both") -> Path:
+    return root / (f"delta_{delta:g}" if modality == "both" else f"delta_{modality}_{delta:g}")
+
+
+def delta_argument(delta: float, modality: str, other_delta: float | None) -> str:
+    """The ``--stage2.model.delta`` value of one ablation point."""
+    if modality == "both":
+        return str(float(delta))
+    other = "text" if modality == "image" else "image"
+    return json.dumps({modality: float(delta), other: float(other_delta)})
+
+
+def configured_delta(config: str, fit_args: list[str], modality: str) -> float:
+    """The delta the config (and the extra fit arguments) give the modality held fixed."""
+    from mmcl.dmvae.fit import parse_config
+
+    _, cfg = parse_config(["--config", config, *fit_args])
+    value = cfg.stage2.model.delta
+    other = "text" if modality == "image" else "image"
+    return float(value[other] if isinstance(value, dict) else value)
 
 
 def ablation_row(delta: float, metrics: dict) -> dict[str, Any]:
@@ -148,12 +169,18 @@ def ablate(
     classifier_epochs: int = 6,
     seed: int = 0,
     probe_all_factors: bool = False,
+    modality: str = "both",
+    other_delta: float | None = None,
     log=print,
 ) -> list[dict]:
     fit_args = list(fit_args or [])
     for d in deltas:
         if not d >= 0:
             raise DMVAEError(f"--deltas must all be >= 0, got {d}")
+    if modality not in ("both", "image", "text"):
+        raise DMVAEError(f"--modality must be both, image or text, got {modality!r}")
+    if modality != "both" and other_delta is None:
+        other_delta = configured_delta(config, fit_args, modality)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     if stage1_checkpoint is None:
@@ -161,7 +188,7 @@ def ablate(
         stage1_checkpoint = str(RunLayout(root).checkpoint("1"))
     rows = []
     for d in deltas:
-        run = delta_dir(root, d)
+        run = delta_dir(root, d, modality)
         log(f"== delta {d:g}: {run}")
         fit(
             [
@@ -175,7 +202,7 @@ def ablate(
                 stage1_checkpoint,
                 *fit_args,
                 "--stage2.model.delta",
-                str(float(d)),
+                delta_argument(d, modality, other_delta),
             ],
             log,
         )
@@ -193,13 +220,24 @@ def ablate(
             )
         else:
             log(f"delta {d:g}: reusing {layout.eval_dir / 'metrics.json'}")
-        rows.append(ablation_row(d, metrics))
+        rows.append({"modality": modality, **ablation_row(d, metrics)})
     write_csv(root / "ablation.csv", rows)
     write_json(
         root / "ablation.json",
-        {"config": config, "fit_args": fit_args, "stage1_checkpoint": stage1_checkpoint, "rows": rows},
+        {
+            "config": config,
+            "fit_args": fit_args,
+            "stage1_checkpoint": stage1_checkpoint,
+            "modality": modality,
+            "other_delta": other_delta,
+            "rows": rows,
+        },
     )
-    plot_ablation(rows, root / "ablation.png")
+    plot_ablation(
+        rows,
+        root / "ablation.png",
+        "" if modality == "both" else f"delta_{modality} ablation (other modality's delta {other_delta:g})",
+    )
     log(f"ablation: {root / 'ablation.csv'}, {root / 'ablation.png'}")
     return rows
 
@@ -212,6 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage1-checkpoint", default=None, help="reuse this stage-1 checkpoint")
     p.add_argument("--classifier-epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    p.add_argument(
+        "--modality",
+        default="both",
+        choices=("both", "image", "text"),
+        help="sweep delta for both modalities at once, or for one with the other held fixed",
+    )
+    p.add_argument(
+        "--other-delta",
+        type=float,
+        default=None,
+        help="delta of the modality held fixed with --modality (default: the config's)",
+    )
     p.add_argument(
         "--probe-all-factors",
         action="store_true",
@@ -232,6 +282,8 @@ def main(argv: list[str]) -> int:
             args.classifier_epochs,
             args.seed,
             args.probe_all_factors,
+            args.modality,
+            args.other_delta,
         )
     except (DMVAEError, DataError) as exc:
         print(f"mmcl dmvae ablate: error: {exc}", file=sys.stderr)

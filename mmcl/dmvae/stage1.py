@@ -27,6 +27,7 @@ from mmcl.dmvae.losses import mopoe_infonce, poe, sample_gaussian, sample_subset
 from mmcl.dmvae.networks import ImageBackbone, gaussian_image_encoder, gaussian_text_encoder
 from mmcl.encoders import Posterior, check_encoding_size
 from mmcl.losses import similarity_matrix
+from mmcl.train.module import OPTIMIZERS
 
 
 def lr_lambda(warmup_steps: int, schedule: str, total_steps: int | None):
@@ -92,12 +93,17 @@ class ContentModule(ResumableRNG, pl.LightningModule):
             or 'resnet18' (the thesis' encoder, ``mmcl.encoders``).
         image_hidden_size: backbone output features before the Gaussian head.
         image_base_channels: channels of the first ConvNet layer (doubled per layer, max 256).
+        image_global_max_pool: the ConvNet also sees its last feature map max-pooled over space
+            (what made the demo's contrastive encoder learn shape: ``mmcl fit``'s
+            ``model.image_global_max_pool``).
         text_backbone, text_embedding_dim, text_fbase, transformer_config: the text encoder of
             ``mmcl.encoders`` ('convnet' is the "4-layer ConvNet" of Table A.2b).
         similarity: 'cosine' or 'euclidean' (negative squared distance).
         tau: temperature of Eq. 9.3.
         prior_expert: include N(0, I) as an extra expert in every product (off in the thesis).
-        lr, weight_decay, lr_schedule, warmup_steps: Adam and its schedule.
+        optimizer: 'adam' (weight decay as L2 in the gradient) or 'adamw' (decoupled), as in
+            ``mmcl fit``.
+        lr, weight_decay, lr_schedule, warmup_steps: the optimiser and its schedule.
     """
 
     def __init__(
@@ -109,6 +115,7 @@ class ContentModule(ResumableRNG, pl.LightningModule):
         image_backbone: ImageBackbone = "convnet",
         image_hidden_size: int = 256,
         image_base_channels: int = 32,
+        image_global_max_pool: bool = False,
         text_backbone: Literal["convnet", "transformer"] = "convnet",
         text_embedding_dim: int = 128,
         text_fbase: int = 25,
@@ -116,6 +123,7 @@ class ContentModule(ResumableRNG, pl.LightningModule):
         similarity: Literal["cosine", "euclidean"] = "cosine",
         tau: float = 0.1,
         prior_expert: bool = False,
+        optimizer: Literal["adam", "adamw"] = "adam",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         lr_schedule: Literal["constant", "cosine"] = "constant",
@@ -130,9 +138,16 @@ class ContentModule(ResumableRNG, pl.LightningModule):
         if not tau > 0:
             raise ValueError(f"stage1.model.tau must be > 0, got {tau}")
         check_schedule(lr, lr_schedule, warmup_steps, "stage1.model")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"stage1.model.optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
         self.save_hyperparameters()
         self.image_encoder = gaussian_image_encoder(
-            encoding_size, image_resolution, image_backbone, image_hidden_size, image_base_channels
+            encoding_size,
+            image_resolution,
+            image_backbone,
+            image_hidden_size,
+            image_base_channels,
+            image_global_max_pool,
         )
         self.text_encoder = gaussian_text_encoder(
             encoding_size,
@@ -221,7 +236,7 @@ class ContentModule(ResumableRNG, pl.LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
-        optimizer = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        optimizer = OPTIMIZERS[hp.optimizer](self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         total = self.trainer.max_steps if self.trainer is not None else None
         scheduler = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lr_lambda(hp.warmup_steps, hp.lr_schedule, total if total and total > 0 else None)

@@ -13,7 +13,21 @@ Who updates what (§9.2.4/9.2.5):
 * the stage-1 network q(c | x) is frozen (no gradients, kept in eval mode);
 * the penalty delta_i * I_hat reaches only the encoder of m_i: it is evaluated through a
   detached copy of D_i's parameters, and the decoder does not take part in it;
-* D_i is updated once per training step, after the VAE step, on the step's (c, m_i) detached.
+* D_i is updated ``discriminator_steps`` times per training step (the thesis: once), after the
+  VAE step, on the step's (c, m_i) detached, with a fresh permutation each time. With one update
+  on a batch of 64 the critic was outrun: its estimate fell (2.31 -> 0.73 nats from delta 0 to
+  400) while a fresh probe still read x/y from m_img at 0.98, so the encoder was escaping a
+  critic that lagged, not shedding content. Several cheap critic steps per VAE step (the critic
+  is a small MLP, the VAE step is dominated by the image decoder) keep it near its optimum.
+
+**delta per modality.** The thesis' delta = 400 was chosen on Translated-PolyMNIST, where every
+modality is a 28x28x3 image (2 352 likelihood dimensions). Here the image likelihood sums over
+3 x 64 x 64 = 12 288 dimensions and the sentence over ~35 token positions, so one delta makes the
+penalty ~80x the whole text objective. With ``delta_scale: per_dimension`` (the default) the
+penalty of modality i is ``delta_i * D_i / reference_dimensions * I_hat`` (D_i = dimensions its
+log-likelihood sums over, reference 2 352): delta keeps the thesis' meaning of "MI weight per
+likelihood dimension of a PolyMNIST image", and equal deltas weigh every modality's MI alike
+relative to its own likelihood. ``delta_scale: none`` is the thesis' literal objective.
 
 ``content_sampling`` picks the c the decoders are trained on: 'mopoe' (the thesis: a uniform
 non-empty subset A per example, ``c ~ q_PoE(c | x_A)``), 'full' (``c ~ q_PoE(c | x)``) or
@@ -41,11 +55,13 @@ from mmcl.dmvae.losses import (
     elbo,
     kl_standard_normal,
     mutual_information_estimate,
+    normalised_hsic,
     permute_pairs,
     poe,
     sample_gaussian,
 )
 from mmcl.dmvae.networks import (
+    AutoregressiveTextDecoder,
     Discriminator,
     ImageBackbone,
     ImageDecoder,
@@ -55,6 +71,7 @@ from mmcl.dmvae.networks import (
 )
 from mmcl.dmvae.stage1 import ContentModule, ResumableRNG, check_schedule, lr_lambda
 from mmcl.encoders import Posterior, check_encoding_size
+from mmcl.tokenizer import BOS, EOS, PAD
 
 ContentSampling = Literal["mopoe", "full", "mean"]
 
@@ -84,6 +101,13 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         delta: Lagrange multiplier delta_i >= 0 of the MI penalty (400 in the thesis; a number or
             a mapping per modality). 0 trains plain conditional VAEs (D_i is still trained, so
             the leakage it measures is logged).
+        delta_scale: 'per_dimension' (penalty ``delta_i * D_i / reference_dimensions``, see the
+            module docstring) or 'none' (``delta_i`` as written).
+        reference_dimensions: D of the modality the thesis chose delta for (28 x 28 x 3).
+        discriminator_steps: critic updates per training step, each on a new permutation.
+        mi_penalty: 'density_ratio' (Eq. 9.8), 'symmetric' (joint minus permuted mean logit) or
+            'hsic' (normalised HSIC of the batch, no critic in the loss; D_i is still trained and
+            logged).
         content_sampling: 'mopoe' | 'full' | 'mean', see the module docstring.
         image_likelihood: 'laplace' or 'gaussian' on pixel intensities in [0, 1].
         image_scale: scale of the image likelihood (Laplace b or Gaussian sigma).
@@ -92,7 +116,11 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         decoder_base_channels: channels of the last transposed convolution (doubled towards
             the input, at most 256).
         text_embedding_dim, text_fbase: the ConvNet encoder of q(m_txt | x_txt).
-        text_decoder_hidden, text_decoder_position_size: the text decoder MLP.
+        text_decoder: 'autoregressive' (GRU, teacher forcing; the default) or 'per_position'
+            (the earlier MLP with a categorical per position).
+        text_decoder_hidden: hidden size of the GRU / of the per-position MLP.
+        text_decoder_embedding_dim: token embedding of the GRU decoder.
+        text_decoder_position_size: feature size per position of the per-position decoder.
         discriminator_hidden, discriminator_layers: the MLPs D_i.
         lr, discriminator_lr, weight_decay, lr_schedule, warmup_steps: the two Adam optimisers.
         grad_clip: 2-norm clipping of the VAE gradients (0 = off).
@@ -104,6 +132,10 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         modalities: list[str] | None = None,
         specific_size: int | dict[str, int] = 32,
         delta: float | dict[str, float] = 400.0,
+        delta_scale: Literal["per_dimension", "none"] = "per_dimension",
+        reference_dimensions: int = 2352,
+        discriminator_steps: int = 5,
+        mi_penalty: Literal["density_ratio", "symmetric", "hsic"] = "density_ratio",
         content_sampling: ContentSampling = "mopoe",
         image_likelihood: Literal["laplace", "gaussian"] = "laplace",
         image_scale: float = 0.1,
@@ -114,7 +146,9 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         decoder_base_channels: int = 16,
         text_embedding_dim: int = 64,
         text_fbase: int = 16,
+        text_decoder: Literal["autoregressive", "per_position"] = "autoregressive",
         text_decoder_hidden: int = 256,
+        text_decoder_embedding_dim: int = 64,
         text_decoder_position_size: int = 64,
         discriminator_hidden: int = 256,
         discriminator_layers: int = 3,
@@ -157,6 +191,24 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             )
         if not image_scale > 0:
             raise ValueError(f"stage2.model.image_scale must be > 0, got {image_scale}")
+        if delta_scale not in ("per_dimension", "none"):
+            raise ValueError(f"stage2.model.delta_scale must be per_dimension|none, got {delta_scale!r}")
+        if not isinstance(reference_dimensions, int) or reference_dimensions < 1:
+            raise ValueError(
+                f"stage2.model.reference_dimensions must be an integer >= 1, got {reference_dimensions!r}"
+            )
+        if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
+            raise ValueError(
+                f"stage2.model.discriminator_steps must be an integer >= 1, got {discriminator_steps!r}"
+            )
+        if mi_penalty not in ("density_ratio", "symmetric", "hsic"):
+            raise ValueError(
+                f"stage2.model.mi_penalty must be density_ratio|symmetric|hsic, got {mi_penalty!r}"
+            )
+        if text_decoder not in ("autoregressive", "per_position"):
+            raise ValueError(
+                f"stage2.model.text_decoder must be autoregressive|per_position, got {text_decoder!r}"
+            )
         if grad_clip < 0:
             raise ValueError(f"stage2.model.grad_clip must be >= 0, got {grad_clip}")
         check_schedule(lr, lr_schedule, warmup_steps, "stage2.model")
@@ -171,6 +223,14 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         self.content_model.requires_grad_(False)
         self.content_model.eval()
         chp = self.content_model.hparams
+        self.dimensions = {
+            m: 3 * chp.image_resolution**2 if m == "image" else chp.max_text_length for m in modalities
+        }
+        # the weight that multiplies I_hat(c; m_i) in the loss (module docstring)
+        self.penalty_weights = {
+            m: d * (self.dimensions[m] / reference_dimensions if delta_scale == "per_dimension" else 1.0)
+            for m, d in self.deltas.items()
+        }
         c_size = self.content_model.encoding_size
         self.encoders = nn.ModuleDict()
         self.decoders = nn.ModuleDict()
@@ -186,13 +246,26 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
                 self.encoders[m] = gaussian_text_encoder(
                     size, len(chp.vocabulary), chp.max_text_length, "convnet", text_embedding_dim, text_fbase
                 )
-                self.decoders[m] = TextDecoder(
-                    c_size + size,
-                    len(chp.vocabulary),
-                    chp.max_text_length,
-                    text_decoder_hidden,
-                    text_decoder_position_size,
-                )
+                if text_decoder == "autoregressive":
+                    vocab = list(chp.vocabulary)
+                    self.decoders[m] = AutoregressiveTextDecoder(
+                        c_size + size,
+                        len(vocab),
+                        chp.max_text_length,
+                        text_decoder_hidden,
+                        text_decoder_embedding_dim,
+                        bos_id=vocab.index(BOS),
+                        eos_id=vocab.index(EOS),
+                        pad_id=vocab.index(PAD),
+                    )
+                else:
+                    self.decoders[m] = TextDecoder(
+                        c_size + size,
+                        len(chp.vocabulary),
+                        chp.max_text_length,
+                        text_decoder_hidden,
+                        text_decoder_position_size,
+                    )
             self.discriminators[m] = Discriminator(c_size, size, discriminator_hidden, discriminator_layers)
         self.image_log_scale = nn.Parameter(
             torch.tensor(math.log(image_scale)), requires_grad=learn_image_scale
@@ -254,23 +327,76 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
     def encode_specific(self, modality: str, x: torch.Tensor) -> Posterior:
         return self.encoders[modality](x)
 
-    def decode(self, modality: str, content: torch.Tensor, specific: torch.Tensor) -> torch.Tensor:
-        """Image: the likelihood location in [0, 1]; text: logits (B, L, V)."""
-        return self.decoders[modality](torch.cat([content, specific], dim=-1))
+    @property
+    def autoregressive_text(self) -> bool:
+        return self.hparams.text_decoder == "autoregressive"
+
+    def decode(
+        self, modality: str, content: torch.Tensor, specific: torch.Tensor, target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Image: the likelihood location in [0, 1]; text: logits, ``(B, L - 1, V)`` of tokens
+        1.. given the ``target`` tokens before them (autoregressive, teacher forcing) or
+        ``(B, L, V)`` per position."""
+        latent = torch.cat([content, specific], dim=-1)
+        if modality == "text" and self.autoregressive_text:
+            if target is None:
+                raise ValueError("the autoregressive text decoder needs the target tokens (teacher forcing)")
+            return self.decoders[modality](latent, target)
+        return self.decoders[modality](latent)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        modality: str,
+        content: torch.Tensor,
+        specific: torch.Tensor,
+        greedy: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Images in [0, 1] ``(B, 3, H, W)`` or token ids ``(B, L)``: greedy (most likely token
+        each step, used for coherence) or sampled (``greedy=False``, for grids)."""
+        latent = torch.cat([content, specific], dim=-1)
+        decoder = self.decoders[modality]
+        if modality == "image":
+            return decoder(latent)
+        if self.autoregressive_text:
+            return decoder.generate(latent, greedy, generator)
+        logits = decoder(latent).float()
+        if greedy:
+            return logits.argmax(-1)
+        flat = torch.softmax(logits, -1).flatten(0, 1).cpu()
+        return torch.multinomial(flat, 1, generator=generator).view(logits.shape[:2]).to(logits.device)
 
     def log_likelihood(self, modality: str, target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         if modality == "image":
             fn = IMAGE_LIKELIHOODS[self.hparams.image_likelihood]
             return fn(target, output, self.image_scale)
+        if self.autoregressive_text:
+            # the tokens after <bos> up to and including <eos>; the padding after it is implied
+            later = target[:, 1:]
+            return categorical_log_likelihood(output, later, mask=later != self.decoders[modality].pad_id)
         return categorical_log_likelihood(output, target)
 
     def mutual_information(
         self, modality: str, content: torch.Tensor, specific: torch.Tensor
     ) -> torch.Tensor:
-        """Eq. 9.8 through D_i with detached parameters: its gradient reaches only ``specific``."""
+        """The penalised estimate through D_i with detached parameters (its gradient reaches only
+        ``specific``): Eq. 9.8, or with ``mi_penalty: symmetric`` the mean joint logit minus the
+        mean logit on batch-permuted pairs (see the module docstring)."""
         disc = self.discriminators[modality]
         params = {k: v.detach() for k, v in disc.named_parameters()}
-        return mutual_information_estimate(functional_call(disc, params, (content.detach(), specific)))
+        c = content.detach()
+        joint = mutual_information_estimate(functional_call(disc, params, (c, specific)))
+        if self.hparams.mi_penalty == "density_ratio":
+            return joint
+        return joint - functional_call(disc, params, (c, permute_pairs(specific))).mean()
+
+    def penalty(self, modality: str, content: torch.Tensor, specific: torch.Tensor) -> torch.Tensor:
+        """What delta_i multiplies: the critic's estimate (``mutual_information``) or, with
+        ``mi_penalty: hsic``, the normalised HSIC of (c, m_i) on the batch."""
+        if self.hparams.mi_penalty == "hsic":
+            return normalised_hsic(content.detach(), specific)
+        return self.mutual_information(modality, content, specific)
 
     def vae_terms(
         self, modality: str, batch: dict, content: torch.Tensor, generator: torch.Generator | None = None
@@ -279,7 +405,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         x, target = self.inputs(modality, batch)
         q_m = self.encode_specific(modality, x)
         specific = sample_gaussian(q_m, generator)
-        output = self.decode(modality, content, specific)
+        output = self.decode(modality, content, specific, target)
         log_lik = self.log_likelihood(modality, target, output)
         kl = kl_standard_normal(q_m)
         return {
@@ -287,6 +413,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             "kl": kl,
             "elbo": elbo(log_lik, kl),
             "mi": self.mutual_information(modality, content, specific),
+            "penalty": self.penalty(modality, content, specific),
             "specific": specific,
         }
 
@@ -309,7 +436,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         specifics = {}
         for m in self.modalities:
             terms = self.vae_terms(m, batch, content)
-            loss_m = -terms["elbo"].mean() + self.deltas[m] * terms["mi"]
+            loss_m = -terms["elbo"].mean() + self.penalty_weights[m] * terms["penalty"]
             total = total + loss_m
             specifics[m] = terms["specific"]
             self.log(
@@ -329,15 +456,19 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             )
         opt_vae.step()
         self.lr_schedulers().step()
-        # the discriminators: once per step, on this step's pairs (Eq. 9.7)
-        d_total = content.new_zeros(())
-        for m in self.modalities:
-            d_loss, d_acc = self.discriminator_loss(m, content, specifics[m])
-            d_total = d_total + d_loss
-            self.log(f"stage2/{m}/disc_acc", d_acc, on_step=True, batch_size=n)
-        self.discriminator_optimizer.zero_grad(set_to_none=True)
-        d_total.backward()
-        self.discriminator_optimizer.step()
+        # the discriminators (Eq. 9.7): discriminator_steps updates on this step's pairs, each
+        # with a new permutation for the product of marginals
+        for _ in range(self.hparams.discriminator_steps):
+            d_total = content.new_zeros(())
+            accs = {}
+            for m in self.modalities:
+                d_loss, accs[m] = self.discriminator_loss(m, content, specifics[m])
+                d_total = d_total + d_loss
+            self.discriminator_optimizer.zero_grad(set_to_none=True)
+            d_total.backward()
+            self.discriminator_optimizer.step()
+        for m, acc in accs.items():
+            self.log(f"stage2/{m}/disc_acc", acc, on_step=True, batch_size=n)
         self.log("stage2/train_loss", total.detach(), on_step=True, batch_size=n)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

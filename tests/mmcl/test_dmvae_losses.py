@@ -19,6 +19,7 @@ from mmcl.dmvae.losses import (
     laplace_log_likelihood,
     mopoe_infonce,
     mutual_information_estimate,
+    normalised_hsic,
     permute_pairs,
     poe,
     sample_gaussian,
@@ -218,3 +219,17 @@ def test_poe_subsets_cover_powerset_shapes():
             b = poe(mean[:, list(subset)], logvar[:, list(subset)])
             torch.testing.assert_close(a.mean, b.mean)
             torch.testing.assert_close(a.logvar, b.logvar)
+
+
+def test_normalised_hsic_separates_dependent_from_independent_batches():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 3, generator=g)
+    independent = float(normalised_hsic(x, torch.randn(256, 2, generator=g)))
+    noisy_copy = float(normalised_hsic(x, x[:, :2] + 0.3 * torch.randn(256, 2, generator=g)))
+    nonlinear = float(normalised_hsic(x, torch.stack([x[:, 0] ** 2, torch.sin(3 * x[:, 1])], 1)))
+    assert 0 <= independent < 0.05
+    assert noisy_copy > 0.5
+    assert nonlinear > 3 * independent
+    # a dependence measure the encoder cannot lower by rescaling its code
+    assert float(normalised_hsic(x, 100 * x)) == pytest.approx(1.0, abs=1e-5)
+    assert float(normalised_hsic(x, x.flip(0))) < 0.05
