@@ -18,6 +18,7 @@ import csv
 import io
 import json
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,15 @@ def read_checkpoint(path: str | Path, what: str) -> dict:
     if not path.is_file():
         raise DMVAEError(f"{path}: {what} checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # pickle/zip errors have many types
+        # tensors and plain containers only: opening a checkpoint someone shared must not run
+        # whatever a pickle in it would (torch refuses any other object with UnpicklingError)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DMVAEError(
+            f"{path}: refused, the checkpoint holds objects other than tensors and plain data "
+            f"(loading it could run code): {str(exc).splitlines()[0]}"
+        ) from None
+    except Exception as exc:  # zip/IO errors have many types
         raise DMVAEError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise DMVAEError(f"{path}: not a Lightning checkpoint (no state_dict / hyper_parameters)")

@@ -162,6 +162,30 @@ def test_stage2_without_stage1_checkpoint(tiny_dataset, tmp_path, capsys):
     assert "stage 2 needs a trained stage 1" in err and "stage1/checkpoints/last.ckpt does not exist" in err
 
 
+class _Payload:
+    """Unpickling this calls os.system: what a malicious checkpoint would carry."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_checkpoint_carrying_a_pickled_callable_is_refused(tiny_run, tiny_dataset, tmp_path, capsys):
+    marker = tmp_path / "ran"
+    ckpt = torch.load(tiny_run / "stage1" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["payload"] = _Payload(marker)
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ckpt, evil)
+    assert fit(tiny_dataset, tmp_path / "run", "--stages", "[2]", "--stage1_checkpoint", str(evil)) == 2
+    err = capsys.readouterr().err
+    assert "refused" in err and str(evil) in err and "could run code" in err
+    assert not marker.exists(), "the pickle's code ran"
+
+
 def test_checkpoint_from_another_vocabulary(tiny_run, tiny_dataset, tmp_path, capsys):
     other = tmp_path / "other"
     shutil.copytree(tiny_dataset, other)
