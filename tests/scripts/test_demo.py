@@ -61,11 +61,13 @@ def test_demo_runs_every_stage_writes_the_report_and_skips_done_stages(tmp_path,
         "contact_sheet.png",
         "probe/results.png",
         "dmvae/samples/text2image.png",
+        "dmvae/samples/image2text.png",
         "dmvae/eval/probing_matrix.png",
     ):
         assert f"({png})" in report
         assert (out / png).is_file(), png
     assert "| object_shape | content |" in report and "| spotlight_pos | image-specific |" in report
+    assert "| image2text |" in report and "| reconstruction_image |" in report
     assert "object_shape" in first.stdout and f"report: {out / 'report.md'}" in first.stdout
     # every command is printed before it runs
     assert "$ " in first.stdout and " fit --config " in first.stdout
