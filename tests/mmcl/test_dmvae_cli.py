@@ -176,7 +176,9 @@ class _Payload:
 
 def test_checkpoint_carrying_a_pickled_callable_is_refused(tiny_run, tiny_dataset, tmp_path, capsys):
     marker = tmp_path / "ran"
-    ckpt = torch.load(tiny_run / "stage1" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    ckpt = torch.load(
+        tiny_run / "stage1" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     ckpt["hyper_parameters"]["payload"] = _Payload(marker)
     evil = tmp_path / "evil.ckpt"
     torch.save(ckpt, evil)
