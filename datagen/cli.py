@@ -128,7 +128,14 @@ def cmd_validate(args) -> int:
     print(text)
     if args.report:
         io.atomic_write_text(Path(args.report), text + "\n")
-    return 0 if report.ok else 1
+    if report.ok:
+        return 0
+    first = next(iter(report.failures.values()))[0]
+    print(
+        f"datagen validate: error: {report.n_failures} problem(s) in {args.root}; first: {first}",
+        file=sys.stderr,
+    )
+    return 2
 
 
 def cmd_convert(args) -> int:

@@ -92,7 +92,11 @@ def encode_png(image: np.ndarray) -> bytes:
 
 
 def decode_png(data: bytes, where: str = "image") -> np.ndarray:
+    """PNG bytes -> (H, W, 3) uint8. ``verify()`` first: PIL checks chunk CRCs only there, and a
+    damaged image-data chunk can otherwise decode to wrong pixels without an error."""
     try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
         with Image.open(io.BytesIO(data)) as im:
             return np.asarray(im.convert("RGB"))
     except Exception as exc:  # PIL raises many types for corrupt data

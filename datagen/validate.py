@@ -6,7 +6,7 @@ indices run consecutively; that the latents are exactly what the sampler draws f
 (seed, split, index) and lie in their domains; that every sentence parses back to its latents
 (template = phrasing, shape word, positions, colour name and index); that each colour name is
 the nearest in its palette; and that hues match the colour mode (causal: in
-[xpos/3, (xpos+1)/3)). Any failure gives a non-zero exit and a readable report.
+[xpos/3, (xpos+1)/3)). Any failure gives exit status 2, a readable report and a last line naming the first problem.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from datagen import io
 from datagen.config import ConfigError, config_from_json
 from datagen.factors import FACTORS, factors_of
+from datagen.pipeline import plan_shards
 from datagen.progress import Progress
 from datagen.sampling import sample
 from datagen.text import colour_index, nearest_colour_name, palette_by_name, palette_digest, parse_sentence
@@ -38,6 +39,10 @@ class Report:
     def ok(self) -> bool:
         return not self.failures
 
+    @property
+    def n_failures(self) -> int:
+        return sum(len(v) for v in self.failures.values())
+
     def text(self) -> str:
         lines = [f"validate {self.root}"]
         for what, n in sorted(self.checked.items()):
@@ -45,8 +50,7 @@ class Report:
         if self.ok:
             lines.append("OK: every check passed")
         else:
-            total = sum(len(v) for v in self.failures.values())
-            lines.append(f"FAILED: {total} problem(s)")
+            lines.append(f"FAILED: {self.n_failures} problem(s)")
             for check, msgs in self.failures.items():
                 lines.append(f"  [{check}] {len(msgs)} problem(s)")
                 lines += [f"    - {m}" for m in msgs[:MAX_LISTED]]
@@ -65,7 +69,21 @@ def validate(root: Path, progress: bool = True) -> Report:
         report.fail("manifest", str(exc))
         return report
     if not manifest.get("complete"):
-        report.fail("manifest", "manifest is not finalised (complete: false); run `datagen finalize`")
+        tasks = plan_shards(config)
+        present = sum((root / t.relpath).is_file() for t in tasks)
+        if present < len(tasks):
+            report.fail(
+                "manifest",
+                f"{root}: unfinished dataset, {present} of {len(tasks)} shards present; rerun "
+                f"`datagen generate {root}` with the same config to render the rest (finished shards are kept)",
+            )
+        else:
+            report.fail(
+                "manifest",
+                f"{root}: all {len(tasks)} shards present but the manifest is not finalised "
+                "(complete: false); run `datagen finalize`",
+            )
+        return report
     if manifest["palettes"]["sha256"] != palette_digest():
         report.fail(
             "palettes", "this matplotlib's colour tables differ from the ones the dataset was made with"
@@ -139,14 +157,21 @@ def _check_sample(
             )
             return
     img, txt = meta["image"], meta["text"]
+    out_of_domain = False
     for f in FACTORS:
         v = img.get(f.name, txt.get(f.name))
-        if f.kind == "continuous" and not (0.0 <= v <= 1.0):
-            report.fail("domain", f"{where}: {f.name}={v} outside [0, 1]")
-        if f.kind == "discrete" and f.name != "object_color_index":
+        if f.kind == "continuous" and not (
+            isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0
+        ):
+            report.fail("domain", f"{where}: {f.name}={v!r} is not a number in [0, 1]")
+            out_of_domain = True
+        if f.kind == "discrete":
             n = len(config.shapes) if f.name == "object_shape" else f.n_values
-            if not (isinstance(v, int) and 0 <= v < n):
-                report.fail("domain", f"{where}: {f.name}={v!r} not in 0..{n - 1}")
+            if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v and (n is None or v < n)):
+                report.fail("domain", f"{where}: {f.name}={v!r} not an integer in 0..{n - 1 if n else 'N'}")
+                out_of_domain = True
+    if out_of_domain:  # the checks below compute with the values
+        return
     for name in ("object_shape", "object_xpos", "object_ypos", "object_zpos"):
         if img[name] != txt[name]:
             report.fail(

@@ -2,11 +2,18 @@
 
 Subcommands import their module only when called, so ``mmcl probe`` never pays for Lightning
 and ``mmcl simulate`` never needs the shards.
+
+A user error that reaches this level -- bad data (a corrupt sample, found while training), a
+bad config value, a missing file, a refused or incompatible checkpoint -- is printed as one
+sentence ``mmcl COMMAND: error: ...`` with exit status 2, also when it was raised inside a
+DataLoader worker (whose traceback torch folds into the message). Anything else is a bug and
+keeps its traceback; ``MMCL_DEBUG=1`` shows the traceback of user errors too.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,6 +33,39 @@ def usage() -> str:
     return "\n".join(lines)
 
 
+# the errors a user can fix: this project's own (DataError, CorruptSample, CheckpointError,
+# DMVAEError, ... all derive from ValueError, as do the config checks) and files that are not there
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def user_error_sentence(exc: BaseException) -> str:
+    """The one-sentence message of ``exc``; for an error re-raised from a DataLoader worker the
+    original message (torch prepends "Caught X in DataLoader worker process N" and the traceback)."""
+    text = str(exc)
+    if isinstance(exc, OSError) and exc.filename is not None:
+        text = f"{exc.filename}: {exc.strerror or text}"
+    if "Original Traceback" in text:
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        name = type(exc).__name__
+        text = last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def user_error(command: str, exc: BaseException) -> int:
+    """Print ``exc`` as ``COMMAND: error: <one sentence>`` and return exit status 2; with
+    ``MMCL_DEBUG`` set, re-raise it (the traceback) instead."""
+    if os.environ.get("MMCL_DEBUG"):
+        raise exc
+    print(f"{command}: error: {user_error_sentence(exc)} (MMCL_DEBUG=1 shows the traceback)", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
@@ -36,7 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mmcl: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except USER_ERRORS as exc:
+        return user_error(f"mmcl {name}", exc)
 
 
 if __name__ == "__main__":

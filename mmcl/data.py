@@ -28,7 +28,10 @@ Resuming mid-epoch
 Corrupt samples
     ``on_corrupt="error"`` (default) raises :class:`DataError` naming the shard and key;
     ``"skip"`` drops the sample, warns with a running count, and keeps the batch count fixed by
-    drawing further samples from the worker's range.
+    drawing further samples from the worker's range. PNGs are checked in Python before libpng
+    decodes them (:mod:`mmcl.png`: libpng's own errors end the process with a segfault). With
+    ``verify`` (default) each process compares a shard's sha256 with the manifest the first time
+    it opens it.
 
 Images leave the workers as uint8 ``(B, 3, H, W)`` tensors (4x less to copy and pin than
 float); :meth:`MultimodalDataModule.on_after_batch_transfer` turns them into normalised float
@@ -38,7 +41,6 @@ tensors on the device (upstream's ``ToTensor`` + ``Normalize`` with the 3DIdent 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import time
@@ -54,6 +56,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from webdataset.tariterators import base_plus_ext, tar_file_iterator
 
+from mmcl.png import PNGError, decode_png_rgb
 from mmcl.tokenizer import Tokenizer, TokenizerError
 
 FORMAT = "mmcl3d-shards/1"
@@ -200,19 +203,15 @@ def load_manifest(root: str | Path) -> Manifest:
     return Manifest(root, raw, tuple(factors), tokenizer)
 
 
-def verify_shards(manifest: Manifest, split: str) -> None:
-    """Compare each shard's sha256 with the manifest (reads every byte once)."""
-    for shard in manifest.shards(split):
-        if shard.sha256 is None:
-            continue
-        h = hashlib.sha256()
-        with open(shard.path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        if h.hexdigest() != shard.sha256:
-            raise DataError(
-                f"{shard.path}: sha256 differs from {manifest.path}; the shard was changed or damaged"
-            )
+def sha256_matches(shard: ShardInfo) -> bool:
+    """Whether the shard's bytes hash to the manifest's sha256 (True when it lists none)."""
+    if shard.sha256 is None:
+        return True
+    h = hashlib.sha256()
+    with open(shard.path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest() == shard.sha256
 
 
 # ----------------------------------------------------------------------------- samples
@@ -268,32 +267,19 @@ def iter_shard(shard: ShardInfo, skip: int = 0, take: int | None = None) -> Iter
         )
 
 
-def _torchvision_png_decoder():
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            from torchvision.io import ImageReadMode, decode_png
-    except ImportError:
-        return None
-    return lambda data: decode_png(
-        torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB
-    )
-
-
-_TV_DECODE = _torchvision_png_decoder()
-
-
-def decode_png_rgb(data: bytes) -> torch.Tensor:
-    """PNG bytes -> uint8 (3, H, W). torchvision's libpng decoder (about 4x faster than PIL on
-    224x224 renders, docs/bench/train.md) where it exists, PIL otherwise."""
-    if _TV_DECODE is not None:
-        with warnings.catch_warnings():  # torchvision >= 0.29 deprecates its image codecs (still present)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return _TV_DECODE(data)
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+def latent_problem(factor: FactorInfo, value: Any) -> str | None:
+    """What is wrong with one latent's JSON value (None if nothing): a discrete factor takes an
+    integer in [0, n_values), a continuous one a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{value!r}, expected a number"
+    if factor.kind == "discrete":
+        if not isinstance(value, int):
+            return f"{value!r}, expected an integer"
+        if value < 0 or (factor.n_values is not None and value >= factor.n_values):
+            return f"{value}, outside [0, {factor.n_values})"
+    elif not math.isfinite(value):
+        return f"{value!r}, expected a finite number"
+    return None
 
 
 class SampleDecoder:
@@ -317,10 +303,8 @@ class SampleDecoder:
             )
         try:
             image = decode_png_rgb(raw.members["png"])
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise CorruptSample(
-                f"{raw.where}.png: not a decodable PNG ({str(exc).splitlines()[0]})"
-            ) from None
+        except PNGError as exc:
+            raise CorruptSample(f"{raw.where}.png: not a sound PNG ({exc})") from None
         if self.resolution is not None and tuple(image.shape[1:]) != (self.resolution, self.resolution):
             raise CorruptSample(
                 f"{raw.where}.png: image is {image.shape[2]}x{image.shape[1]}, the manifest "
@@ -340,9 +324,16 @@ class SampleDecoder:
                 "image": {f.name: meta["image"][f.name] for f in self.image_factors},
                 "text": {f.name: meta["text"][f.name] for f in self.text_factors},
             }
-            index = int(meta["index"])
+            index = meta["index"]
         except (KeyError, TypeError) as exc:
             raise CorruptSample(f"{raw.where}.json: missing latent {exc}") from None
+        if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+            raise CorruptSample(f"{raw.where}.json: index is {index!r}, expected an integer >= 0")
+        for modality, factors in (("image", self.image_factors), ("text", self.text_factors)):
+            for f in factors:
+                problem = latent_problem(f, latents[modality][f.name])
+                if problem:
+                    raise CorruptSample(f"{raw.where}.json: {modality}.{f.name} is {problem}")
         return {
             "image": image,
             "text": text,
@@ -419,13 +410,15 @@ class EpochPlan:
         return EpochPlan(n_batches, tuple(ranges))
 
 
-def _slice_sequence(shards: Sequence[ShardInfo], start: int, stop: int) -> Iterator[RawSample]:
+def _slice_sequence(
+    shards: Sequence[ShardInfo], start: int, stop: int, open_shard=iter_shard
+) -> Iterator[RawSample]:
     """Samples ``[start, stop)`` of the concatenation of ``shards``."""
     offset = 0
     for shard in shards:
         lo, hi = max(start, offset), min(stop, offset + shard.count)
         if lo < hi:
-            yield from iter_shard(shard, skip=lo - offset, take=hi - lo)
+            yield from open_shard(shard, skip=lo - offset, take=hi - lo)
         offset += shard.count
         if offset >= stop:
             return
@@ -473,6 +466,7 @@ class ShardStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 0,
+        verify: bool = True,
     ):
         if batch_size < 1:
             raise DataError(f"batch_size must be >= 1, got {batch_size}")
@@ -486,6 +480,9 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.n_workers = max(1, num_workers)
         self.decoder = SampleDecoder(manifest)
+        self.verify = verify
+        # shards this process (the main one or a worker) has hashed; persistent workers keep it
+        self._verified: set[str] = set()
         plan = EpochPlan.make(self.n_samples, world_size, self.n_workers, batch_size, drop_last=train)
         if resampled:
             self._n_batches = (
@@ -519,6 +516,24 @@ class ShardStream(IterableDataset):
         perm = _rng(self.seed, 1, epoch).permutation(len(self.shard_list))
         return [self.shard_list[i] for i in perm]
 
+    def _open_shard(self, shard: ShardInfo, skip: int = 0, take: int | None = None) -> Iterator[RawSample]:
+        """:func:`iter_shard`, after comparing the shard's sha256 with the manifest the first time
+        this process opens it (``verify``): a mismatch is an error under ``on_corrupt: error``;
+        under ``skip`` a warning, and the shard's samples are still decoded one by one."""
+        if self.verify and shard.relpath not in self._verified:
+            if not sha256_matches(shard):
+                message = (
+                    f"{shard.path}: sha256 differs from {self.manifest.path}, the shard was changed or "
+                    "damaged (`datagen validate` lists its problems; `datagen generate` rewrites it)"
+                )
+                if self.on_corrupt == "error":
+                    raise DataError(message)
+                warnings.warn(
+                    f"{message}; reading its samples anyway, unusable ones are skipped", stacklevel=2
+                )
+            self._verified.add(shard.relpath)  # matched, or warned once under skip
+        yield from iter_shard(shard, skip, take)
+
     def _raw_stream(self, epoch: int, role: int, cycle: int) -> Iterator[RawSample]:
         """Undecoded samples of one role; ``cycle`` > 0 only when corrupt samples forced a top-up."""
         rng = _rng(self.seed, 2, epoch, self.rank, role, cycle)
@@ -526,7 +541,7 @@ class ShardStream(IterableDataset):
 
             def draw() -> Iterator[RawSample]:
                 while True:
-                    yield from iter_shard(self.shard_list[int(rng.integers(len(self.shard_list)))])
+                    yield from self._open_shard(self.shard_list[int(rng.integers(len(self.shard_list)))])
 
             stream: Iterator[RawSample] = draw()
         else:
@@ -534,7 +549,7 @@ class ShardStream(IterableDataset):
                 self.n_samples, self.world_size, self.n_workers, self.batch_size, drop_last=self.train
             )
             start, stop = plan.ranges[self.rank][role]
-            stream = _slice_sequence(self._shard_order(epoch), start, stop)
+            stream = _slice_sequence(self._shard_order(epoch), start, stop, self._open_shard)
         return _shuffled(stream, self.shuffle_buffer, rng) if self.shuffle else stream
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
@@ -670,7 +685,11 @@ class MultimodalDataModule(pl.LightningDataModule):
         pin_memory: pin host batches (only used when CUDA is available).
         persistent_workers: keep decoding workers alive between epochs.
         prefetch_factor: batches each worker prepares ahead.
-        verify: check every shard's sha256 against the manifest before reading.
+        verify: compare each shard's sha256 with the manifest the first time a process (the
+            main one or a DataLoader worker) reads from it. On by default: it reads the whole
+            shard once more, 2-4 % of the time its images take to decode
+            (docs/benchmarks.md). Each worker hashes every shard it reads from, also when it
+            reads only part of it, and non-persistent workers hash again every epoch.
         image_mean, image_std: per-channel normalisation (upstream: 3DIdent statistics).
         expected_vocabulary: if given (e.g. a checkpoint's), must equal the manifest's.
     """
@@ -689,7 +708,7 @@ class MultimodalDataModule(pl.LightningDataModule):
         pin_memory: bool = True,
         persistent_workers: bool = True,
         prefetch_factor: int = 2,
-        verify: bool = False,
+        verify: bool = True,
         image_mean: tuple[float, float, float] = IMAGE_MEAN,
         image_std: tuple[float, float, float] = IMAGE_STD,
         expected_vocabulary: list[str] | None = None,
@@ -715,7 +734,6 @@ class MultimodalDataModule(pl.LightningDataModule):
         self.pin_memory, self.persistent_workers = pin_memory, persistent_workers
         self.prefetch_factor, self.verify = prefetch_factor, verify
         self.image_mean, self.image_std = tuple(image_mean), tuple(image_std)
-        self._verified: set[str] = set()
 
     # What the model and the probes need to know, all from the manifest.
     @property
@@ -764,9 +782,6 @@ class MultimodalDataModule(pl.LightningDataModule):
         num_workers: int | None = None,
     ) -> ShardLoader:
         """Loader of one split for one rank; ``train`` shuffles and drops the last partial batch."""
-        if self.verify and split not in self._verified:
-            verify_shards(self.manifest, split)
-            self._verified.add(split)
         r, w = self._dist()
         rank = r if rank is None else rank
         world_size = w if world_size is None else world_size
@@ -785,6 +800,7 @@ class MultimodalDataModule(pl.LightningDataModule):
             rank=rank,
             world_size=world_size,
             num_workers=workers,
+            verify=self.verify,
         )
         if not train and world_size > 1 and stream.n_samples % world_size:
             warnings.warn(

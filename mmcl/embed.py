@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmcl.checkpoint import load_checkpoint
+from mmcl.cli import user_error
 from mmcl.data import DataError, Manifest, MultimodalDataModule, normalize_images
 from mmcl.tokenizer import TokenizerError
 from mmcl.train.module import ContrastiveModule
@@ -38,13 +40,8 @@ class EmbedError(ValueError):
 def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[ContrastiveModule, dict]:
     """Rebuild :class:`ContrastiveModule` from a Lightning checkpoint; returns (module, checkpoint)."""
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise EmbedError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # pickle/zip errors have many types
-        raise EmbedError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+    ckpt = load_checkpoint(path, "checkpoint", map_location, error=EmbedError)
+    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise EmbedError(f"{path}: not a Lightning checkpoint of `mmcl fit` (no state_dict/hyper_parameters)")
     accepted = inspect.signature(ContrastiveModule.__init__).parameters
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
@@ -182,8 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, args.root, args.split, args.out, args.batch_size, args.num_workers, args.device
         )
     except (EmbedError, DataError, TokenizerError) as exc:
-        print(f"mmcl embed: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error("mmcl embed", exc)
     n = {s: int(np.load(Path(args.out) / f"embeddings_{s}.npz")["image"].shape[0]) for s in args.split}
     print(f"mmcl embed: wrote {', '.join(f'{s} ({n[s]} samples)' for s in args.split)} to {args.out}")
     return 0 if meta else 1

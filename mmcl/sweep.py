@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from mmcl.cli import user_error
+
 KINDS = ("simulation", "multimodal3dident")
 NONLINEAR = {"continuous": "kernel_ridge", "discrete": "mlp"}
 
@@ -476,8 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out or cfg.out or Path("runs/sweep") / Path(args.config).stem)
         summary = run_sweep(cfg, out, "mmcl sweep " + " ".join(argv), log=lambda m: print(m, flush=True))
     except (SweepError, ValueError) as err:
-        print(f"mmcl sweep: {err}", file=sys.stderr)
-        return 2
+        return user_error("mmcl sweep", err)
     vl = summary["val_loss"]
     print(
         f"validation loss elbow at encoding size {vl['elbow']}; wrote {out}/fig8_3.png, fig8_4.png, scores.csv, "

@@ -68,6 +68,11 @@ VARIANTS: dict[str, dict] = {
 }
 
 
+def repo_relative(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
 def machine() -> dict:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -403,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
             args.variants.insert(0, needed)
     from mmcl.data import load_manifest
 
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    # paths relative to the repository: the committed JSON names no folder of this machine
+    settings = {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     results: dict = {"machine": machine(), "settings": settings, "resolutions": {}}
     for res in args.resolutions:
         shards, published = prepare_data(args.data_dir, res, args.images)

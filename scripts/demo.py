@@ -55,6 +55,14 @@ OTHERS = (
 )
 
 
+def repo_relative(arg: str) -> str:
+    """An absolute path inside the repository as a path relative to it; anything else unchanged."""
+    path = Path(arg)
+    if path.is_absolute() and path.is_relative_to(REPO):
+        return str(path.relative_to(REPO)) or "."
+    return arg
+
+
 def tool(name: str) -> str:
     """A console script of this environment (the venv's bin), falling back to PATH."""
     path = BIN / name
@@ -73,7 +81,10 @@ class Demo:
         self.threads: int | None = None  # torch threads per command while stages share the CPU
 
     def run(self, cmd: list[str], prefix: str | None = None) -> None:
-        """Run one command; with ``prefix`` its output lines are tagged (stages running at once)."""
+        """Run one command in the repository root, with paths inside it written relative to it (so
+        stage records and what the tools write into reports hold no path of this machine); with
+        ``prefix`` its output lines are tagged (stages running at once)."""
+        cmd = [repo_relative(arg) for arg in cmd]
         tag = f"[{prefix}] " if prefix else ""
         print(f"{tag}$ {shlex.join(cmd)}", flush=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
+from mmcl.cli import user_error
 from mmcl.data import DataError
 from mmcl.dmvae.evaluate import CONTENT, evaluate
 from mmcl.dmvae.fit import fit
@@ -286,6 +286,5 @@ def main(argv: list[str]) -> int:
             args.other_delta,
         )
     except (DMVAEError, DataError) as exc:
-        print(f"mmcl dmvae ablate: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error("mmcl dmvae ablate", exc)
     return 0

@@ -15,7 +15,6 @@ values in the literature.
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmcl.checkpoint import load_checkpoint
 from mmcl.data import IMAGE_MEAN, IMAGE_STD, FactorInfo
 from mmcl.dmvae.data import add_unit_images
 from mmcl.encoders import ConvImageBackbone
@@ -155,9 +155,8 @@ def save_classifier(model: FactorClassifier, path: str | Path, meta: dict) -> No
 
 
 def load_classifier(path: str | Path) -> tuple[FactorClassifier, dict]:
-    path = Path(path)
+    blob = load_checkpoint(path, "factor classifier")  # never runs a pickle's code
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)  # never runs a pickle's code
         cfg = blob["config"]
         model = FactorClassifier(
             cfg["factors"],
@@ -168,11 +167,6 @@ def load_classifier(path: str | Path) -> tuple[FactorClassifier, dict]:
             tuple(cfg["image_std"]),
         )
         model.load_state_dict(blob["state_dict"])
-    except pickle.UnpicklingError:
-        raise ValueError(
-            f"{path}: refused, the file holds objects other than tensors and plain data (loading it "
-            "could run code)"
-        ) from None
     except (OSError, KeyError, RuntimeError, TypeError) as exc:
         raise ValueError(f"{path}: not a factor classifier written by `mmcl dmvae eval` ({exc})") from None
     return model.eval(), blob.get("meta", {})

@@ -31,7 +31,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmcl.cli import user_error
 from mmcl.data import DataError, Manifest
 from mmcl.dmvae.classifier import (
     FactorClassifier,
@@ -55,6 +55,7 @@ from mmcl.dmvae.io import DMVAEError, save_figure, write_csv, write_json
 from mmcl.dmvae.losses import poe, sample_gaussian
 from mmcl.dmvae.run import LoadedRun, load_run
 from mmcl.dmvae.stage2 import SpecificModule
+from mmcl.paths import relative_to_folder
 
 REPRESENTATIONS = ("c", "c_image", "c_text", "m_image", "m_text")
 CONTENT = ("object_shape", "object_xpos", "object_ypos")
@@ -426,15 +427,19 @@ def evaluate(
     cls_path = Path(classifier_path) if classifier_path else out_dir / "factor_classifier.pt"
     classifier, cls_meta = get_classifier(cls_path, data, classifier_epochs, seed, log)
     metrics: dict[str, Any] = {
-        "run": str(run.layout.root),
-        "stage2_checkpoint": str(run.checkpoint),
+        # paths relative to the folder of metrics.json (mmcl.paths)
+        "run": relative_to_folder(run.layout.root, out_dir),
+        "stage2_checkpoint": relative_to_folder(run.checkpoint, out_dir),
         "global_step": run.global_step,
         "delta": module.deltas,
         "specific_size": module.specific_sizes,
         "encoding_size": module.content_size,
         "split": split,
         "seed": seed,
-        "factor_classifier": {"path": str(cls_path), "test_accuracy": cls_meta.get("test_accuracy")},
+        "factor_classifier": {
+            "path": relative_to_folder(cls_path, out_dir),
+            "test_accuracy": cls_meta.get("test_accuracy"),
+        },
     }
     log("coherence ...")
     coh = coherence(module, classifier, grammar, data, split, seed)
@@ -532,12 +537,14 @@ def evaluate(
     write_csv(out_dir / "coherence.csv", rows)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
     write_json(out_dir / "metrics.json", metrics)
-    log(summary(metrics))
+    log(summary(metrics, run.layout.root))
     return metrics
 
 
-def summary(metrics: dict) -> str:
-    lines = [f"DMVAE eval of {metrics['run']} (step {metrics['global_step']}, delta {metrics['delta']})"]
+def summary(metrics: dict, run_dir: str | Path | None = None) -> str:
+    lines = [
+        f"DMVAE eval of {run_dir or metrics['run']} (step {metrics['global_step']}, delta {metrics['delta']})"
+    ]
     acc = metrics["factor_classifier"]["test_accuracy"] or {}
     lines.append("  factor classifier test accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items()))
     for direction, vals in metrics["coherence"].items():
@@ -622,6 +629,5 @@ def main(argv: list[str]) -> int:
             args.probe_factors,
         )
     except (DMVAEError, DataError) as exc:
-        print(f"mmcl dmvae eval: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error("mmcl dmvae eval", exc)
     return 0

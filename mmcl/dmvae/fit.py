@@ -21,7 +21,6 @@ for another vocabulary or encoding size.
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
+from mmcl.cli import user_error
 from mmcl.data import DataError
 from mmcl.dmvae.data import DMVAEDataModule, add_unit_images
 from mmcl.dmvae.gmm import ContentPrior, fit_content_prior
@@ -488,11 +488,9 @@ def main(argv: list[str]) -> int:
     try:
         fit(argv)
     except (DMVAEError, DataError) as exc:
-        print(f"mmcl dmvae fit: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error("mmcl dmvae fit", exc)
     except Exception as exc:
         if type(exc).__name__ == "ArgumentError":
-            print(f"mmcl dmvae fit: error: {exc}", file=sys.stderr)
-            return 2
+            return user_error("mmcl dmvae fit", exc)
         raise
     return 0

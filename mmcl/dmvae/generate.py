@@ -14,18 +14,19 @@ modality-specific m is the same (rows are draws from the prior N(0, I)).
 from __future__ import annotations
 
 import argparse
-import sys
 import textwrap
 from pathlib import Path
 
 import torch
 
+from mmcl.cli import user_error
 from mmcl.data import DataError
 from mmcl.dmvae.data import add_unit_images
 from mmcl.dmvae.grammar import Grammar
 from mmcl.dmvae.io import DMVAEError, save_figure, write_json
 from mmcl.dmvae.run import load_run
 from mmcl.dmvae.stage2 import SpecificModule
+from mmcl.paths import relative_to_folder
 
 MODES = ("text2image", "image2text", "unconditional")
 
@@ -174,7 +175,12 @@ def generate(
     grammar = Grammar(data.manifest)
     out_dir = Path(out) if out else run.layout.samples_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    made: dict = {"run": str(run.layout.root), "global_step": run.global_step, "seed": seed, "files": {}}
+    made: dict = {
+        "run": relative_to_folder(run.layout.root, out_dir),
+        "global_step": run.global_step,
+        "seed": seed,
+        "files": {},
+    }
     cond = conditioning_batch(data, split, columns) if {"text2image", "image2text"} & set(modes) else None
     if cond is not None and len(cond["text"]) < columns:
         raise DMVAEError(f"split {split!r} has only {len(cond['text'])} examples for {columns} columns")
@@ -199,7 +205,7 @@ def generate(
             )
             path = out_dir / "text2image.png"
             save_figure(fig, path)
-            made["files"]["text2image"] = str(path)
+            made["files"]["text2image"] = path.name
         if "image2text" in modes and "text" in module.modalities:
             content = module.content_model.content(image=cond["image"]).mean
             ids = decode_grid(module, "text", content, prior_specific(module, "text", rows, seed), seed)
@@ -213,7 +219,7 @@ def generate(
             )
             path = out_dir / "image2text.png"
             save_figure(fig, path)
-            made["files"]["image2text"] = str(path)
+            made["files"]["image2text"] = path.name
             made["image2text_sentences"] = sents
         if "unconditional" in modes:
             content = run.prior.sample(columns, seed)
@@ -226,7 +232,7 @@ def generate(
                 )
                 path = out_dir / "unconditional_image.png"
                 save_figure(fig, path)
-                made["files"]["unconditional_image"] = str(path)
+                made["files"]["unconditional_image"] = path.name
             if "text" in module.modalities:
                 ids = decode_grid(
                     module, "text", content, prior_specific(module, "text", rows, seed + 2), seed + 2
@@ -239,11 +245,11 @@ def generate(
                 )
                 path = out_dir / "unconditional_text.png"
                 save_figure(fig, path)
-                made["files"]["unconditional_text"] = str(path)
+                made["files"]["unconditional_text"] = path.name
                 made["unconditional_sentences"] = sents
     write_json(out_dir / "samples.json", made)
     for name, path in made["files"].items():
-        log(f"{name}: {path}")
+        log(f"{name}: {out_dir / path}")
     return made
 
 
@@ -268,6 +274,5 @@ def main(argv: list[str]) -> int:
     try:
         generate(args.run, args.modes, args.columns, args.rows, args.seed, args.split, args.out, args.data)
     except (DMVAEError, DataError) as exc:
-        print(f"mmcl dmvae generate: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error("mmcl dmvae generate", exc)
     return 0

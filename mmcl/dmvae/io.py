@@ -18,12 +18,11 @@ import csv
 import io
 import json
 import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from mmcl.checkpoint import load_checkpoint
 
 STAGES: tuple[str, ...] = ("1", "2", "gmm")
 
@@ -62,21 +61,8 @@ class RunLayout:
 # ----------------------------------------------------------------------------- checkpoints
 def read_checkpoint(path: str | Path, what: str) -> dict:
     """A Lightning checkpoint as a dict; ``what`` ('stage-1', 'stage-2') names it in errors."""
-    path = Path(path)
-    if not path.is_file():
-        raise DMVAEError(f"{path}: {what} checkpoint not found")
-    try:
-        # tensors and plain containers only: opening a checkpoint someone shared must not run
-        # whatever a pickle in it would (torch refuses any other object with UnpicklingError)
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise DMVAEError(
-            f"{path}: refused, the checkpoint holds objects other than tensors and plain data "
-            f"(loading it could run code): {str(exc).splitlines()[0]}"
-        ) from None
-    except Exception as exc:  # zip/IO errors have many types
-        raise DMVAEError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
+    ckpt = load_checkpoint(path, f"{what} checkpoint", error=DMVAEError)
+    if "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         raise DMVAEError(f"{path}: not a Lightning checkpoint (no state_dict / hyper_parameters)")
     return ckpt
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mmcl.cli import user_error
+from mmcl.paths import relative_to_folder
 from mmcl.probing.io import EmbeddingsError, load_embeddings
 from mmcl.probing.probes import ALL_PROBES, CV_FOLDS, ProbeResult, probe_representation
 from mmcl.probing.report import write_all
@@ -113,8 +115,9 @@ def run_probes(
         )
     if not results:
         raise EmbeddingsError(f"nothing to probe in {directory}: every selected factor is constant")
+    out_dir = Path(out) if out is not None else Path(directory) / "probe"
     header = {
-        "input": str(directory),
+        "input": relative_to_folder(directory, out_dir),  # relative to results.json's folder
         "fit_split": fit_split,
         "test_split": test_split,
         "probes": probes,
@@ -130,7 +133,6 @@ def run_probes(
         "seconds": round(time.perf_counter() - t0, 3),
         "notes": notes,
     }
-    out_dir = Path(out) if out is not None else Path(directory) / "probe"
     write_all(results, header, out_dir)
     return results, header
 
@@ -156,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             args.solver,
         )
     except EmbeddingsError as err:
-        print(f"mmcl probe: {err}", file=sys.stderr)
-        return 2
+        return user_error("mmcl probe", err)
     out_dir = Path(args.out) if args.out else Path(args.directory) / "probe"
     print((out_dir / "results.md").read_text())
     print(f"wrote {out_dir}/results.{{csv,json,md,png}} ({len(results)} probes, {header['seconds']:.1f}s)")

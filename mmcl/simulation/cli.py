@@ -14,6 +14,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from mmcl.cli import user_error
 from mmcl.simulation.config import FIELDS, load_config, parse_override
 from mmcl.simulation.run import run_grid
 
@@ -52,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         args, overrides = parse_args(argv)
         cfg = load_config(args.config, overrides)
     except ValueError as err:
-        print(f"mmcl simulate: {err}", file=sys.stderr)
-        return 2
+        return user_error("mmcl simulate", err)
     name = Path(args.config).stem if args.config else "paper"
     out = Path(args.out) if args.out else Path("runs/simulation") / name
     command = "mmcl simulate " + shlex.join(argv)

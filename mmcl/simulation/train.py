@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mmcl.checkpoint import load_checkpoint
 from mmcl.losses import infonce_symmetric
 from mmcl.simulation.config import SimulationConfig
 from mmcl.simulation.generative import (
@@ -132,7 +133,7 @@ def train(
 
     ckpt_path = run_dir / CHECKPOINT
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        ckpt = load_checkpoint(ckpt_path, "simulation checkpoint", device)
         if ckpt["identity"] != identity:
             diff = sorted(k for k in identity if ckpt["identity"].get(k) != identity[k])
             raise ValueError(

@@ -26,6 +26,7 @@ from pathlib import Path
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+from mmcl.cli import user_error
 from mmcl.data import DataError, MultimodalDataModule
 from mmcl.train.callbacks import OnlineProbe, ProgressBar, RunCheckpoint, RunMetadata, ThroughputMonitor
 from mmcl.train.module import ContrastiveModule
@@ -130,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argument errors: jsonargparse has printed usage and the message
         return exc.code if isinstance(exc.code, int) else 2
     except (DataError, ValueError) as exc:
-        print(f"mmcl fit: error: {exc}", file=sys.stderr)
-        return 2
+        return user_error("mmcl fit", exc)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
     return 0
 

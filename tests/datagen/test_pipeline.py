@@ -1,6 +1,7 @@
 """End-to-end generation: determinism across workers, kill + resume, and the manifest."""
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import yaml
 
 from datagen import io
 from datagen.pipeline import generate, plan_shards
+from datagen.validate import validate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,36 +42,68 @@ def test_one_worker_gives_the_same_bytes_as_two(tiny_dataset, tiny_config, tmp_p
     assert io.read_manifest(tmp_path)["shards"] == io.read_manifest(tiny_dataset)["shards"]
 
 
-def test_kill_then_resume_renders_only_what_is_missing(tiny_dataset, tiny_config, tmp_path):
-    root = tmp_path / "ds"
-    cfg_file = tmp_path / "tiny.yaml"
-    cfg_file.write_text(yaml.safe_dump(tiny_config.to_json()))
-    proc = subprocess.Popen(
+def start_generate(root: Path, cfg_file: Path) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-m", "datagen.cli", "generate", str(root), "--config", str(cfg_file), "--quiet"],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(root.glob("train/shard-*.tar")):
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = sorted(p.name for p in root.glob("*/shard-*.tar"))
-    assert 1 <= len(done) < len(plan_shards(tiny_config)), done
-    assert not io.read_manifest(root)["complete"]
-    for split_dir in root.iterdir():
-        if split_dir.is_dir():  # any shard on disk is complete, never a torn write
-            for shard in split_dir.glob("shard-*.tar"):
-                assert sum(1 for _ in io.read_shard(shard)) == 16
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None and not condition():
+        time.sleep(0.02)
+
+
+def test_repeated_kills_then_resume_give_the_same_bytes(tiny_dataset, tiny_config, tmp_path):
+    """kill -9 at several points (a first shard written, in the middle of writing one, at a
+    random moment), rerun after each; finished shards are never torn and never redone, and the
+    dataset ends byte-identical to an uninterrupted one."""
+    root = tmp_path / "ds"
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump(tiny_config.to_json()))
+    n_tasks = len(plan_shards(tiny_config))
+    rng = random.Random(0)
+    kill_points = {
+        "first shard on disk": lambda: bool(list(root.glob("*/shard-*.tar"))),
+        "a shard half written": lambda: bool(list(root.glob("*/.shard-*.tmp-*"))),
+        "a random moment": None,
+    }
+    kills = 0
+    for what, condition in kill_points.items():
+        before = set(shard_bytes(root)) if root.exists() else set()
+        proc = start_generate(root, cfg_file)
+        if condition is None:
+            time.sleep(rng.uniform(0.5, 4.0))
+        else:
+            wait_for(condition, proc)
+        if proc.poll() is not None:  # finished before the kill point: nothing left to test here
+            break
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        done = shard_bytes(root)
+        assert before <= set(done), what  # a finished shard is never removed or redone
+        assert not io.read_manifest(root)["complete"], what
+        for rel in done:  # any shard on disk is complete, never a torn write
+            assert sum(1 for _ in io.read_shard(root / rel)) == 16, (what, rel)
+        report = validate(root, progress=False)
+        assert not report.ok
+        assert (
+            f"unfinished dataset, {len(done)} of {n_tasks} shards present" in report.failures["manifest"][0]
+        )
+    assert kills >= 2
 
     logs = []
     generate(tiny_config, root, workers=1, progress=False, log=logs.append)
-    assert f"{len(done)} already done" in logs[0]
+    assert "already done" in logs[0]
     assert shard_bytes(root) == shard_bytes(tiny_dataset)
     assert not list(root.glob("*/.*.tmp-*"))
     assert io.read_manifest(root)["complete"]
+    assert validate(root, progress=False).ok
 
 
 def test_shard_range_jobs_then_finalize(tiny_dataset, tiny_config, tmp_path):

@@ -61,7 +61,7 @@ def test_missing_and_truncated_shards(tiny_dataset, tmp_path, capsys):
     (root / "test" / "shard-000000.tar").unlink()
     data = (root / "train" / "shard-000000.tar").read_bytes()
     (root / "train" / "shard-000000.tar").write_bytes(data[: len(data) // 2])
-    assert main(["validate", str(root), "--quiet", "--report", str(tmp_path / "r.txt")]) == 1
+    assert main(["validate", str(root), "--quiet", "--report", str(tmp_path / "r.txt")]) == 2
     text = (tmp_path / "r.txt").read_text()
     assert "test/shard-000000.tar: listed in the manifest but missing" in text
     assert "[sha256]" in text and "FAILED" in text

@@ -92,8 +92,9 @@ def test_generate_grids_share_c_along_columns_and_m_along_rows(tiny_run):
     assert dmvae_main(["generate", "--run", str(tiny_run), "--columns", "3", "--rows", "2"]) == 0
     made = json.loads((tiny_run / "samples" / "samples.json").read_text())
     assert set(made["files"]) == {"text2image", "image2text", "unconditional_image", "unconditional_text"}
-    for path in made["files"].values():
-        assert Path(path).stat().st_size > 1000
+    assert made["run"] == ".."  # paths relative to the folder of samples.json, none of this machine
+    for name in made["files"].values():
+        assert (tiny_run / "samples" / name).stat().st_size > 1000
     run = load_run(tiny_run)
     c, m = torch.randn(3, 4), torch.randn(2, run.module.specific_sizes["image"])
     grid = decode_grid(run.module, "image", c, m)
@@ -126,6 +127,12 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
     )
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    # paths relative to the folder of metrics.json: they still point right when the tree is moved
+    assert (out / metrics["stage2_checkpoint"]).resolve() == (
+        tiny_run / "stage2/checkpoints/last.ckpt"
+    ).resolve()
+    assert metrics["factor_classifier"]["path"] == "factor_classifier.pt"
+    assert not any(str(v).startswith("/") for v in (metrics["run"], metrics["stage2_checkpoint"]))
     for direction in ("text2image", "image2text", "reconstruction_image", "reconstruction_text"):
         vals = metrics["coherence"][direction]
         assert set(vals) >= {"object_shape", "object_xpos", "object_ypos", "all"}

@@ -88,6 +88,7 @@ def results_of(out: Path) -> dict[tuple[str, str], dict]:
 def test_probe_recovers_what_is_encoded(tmp_path: Path) -> None:
     d = write_dir(tmp_path / "emb")
     assert main([str(d)]) == 0
+    assert json.loads((d / "probe" / "results.json").read_text())["input"] == ".."  # relative, not /tmp/...
     out = d / "probe"
     for ext in ("csv", "json", "md", "png"):
         assert (out / f"results.{ext}").stat().st_size > 0

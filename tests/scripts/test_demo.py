@@ -6,6 +6,7 @@ and resume logic are the ones `make demo` runs.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -99,3 +100,18 @@ def test_demo_failure_names_the_command_and_keeps_finished_stages(tmp_path):
     assert "datagen generate" in done.stderr and "finished stages are kept" in done.stderr
     assert "assets: done before, skipped" in done.stdout
     assert (out / ".stages" / "assets.json").is_file() and not (out / ".stages" / "data.json").exists()
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo_script", DEMO)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_commands_name_paths_inside_the_repository_relative_to_it():
+    demo = load_demo()
+    assert demo.repo_relative(str(demo.REPO / "runs" / "demo" / "data")) == "runs/demo/data"
+    assert demo.repo_relative(str(demo.REPO)) == "."
+    assert demo.repo_relative("/elsewhere/data") == "/elsewhere/data"
+    assert demo.repo_relative("--workers") == "--workers"
