@@ -175,6 +175,22 @@ def discriminator_bce(logits_joint: torch.Tensor, logits_marginal: torch.Tensor)
     ) + F.binary_cross_entropy_with_logits(logits_marginal, torch.zeros_like(logits_marginal))
 
 
+def whiten(z: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """The batch centred and decorrelated to unit covariance (ZCA, ``(cov + eps I)^(-1/2)``;
+    differentiable). A Gaussian kernel at the median distance sees the directions of largest
+    spread; whitened, every direction counts alike, so a dependence hidden in a direction of
+    small variance -- which a probe reading standardised features finds -- is not invisible."""
+    z = z.float() - z.float().mean(0, keepdim=True)
+    cov = z.T @ z / max(1, z.shape[0] - 1)
+    evals, evecs = torch.linalg.eigh(
+        cov
+        + eps
+        * cov.diagonal().mean().clamp_min(1e-8)
+        * torch.eye(cov.shape[0], device=z.device, dtype=z.dtype)
+    )
+    return z @ evecs @ torch.diag(evals.clamp_min(1e-12).rsqrt()) @ evecs.T
+
+
 def normalised_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Normalised Hilbert-Schmidt independence criterion of the batch, in [0, 1]:
     ``HSIC(x, y) / sqrt(HSIC(x, x) HSIC(y, y))`` with Gaussian kernels whose bandwidths are the

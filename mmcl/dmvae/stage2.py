@@ -43,6 +43,13 @@ log-likelihood sums over, reference 2 352): delta keeps the thesis' meaning of "
 likelihood dimension of a PolyMNIST image", and equal deltas weigh every modality's MI alike
 relative to its own likelihood. ``delta_scale: none`` is the thesis' literal objective.
 
+**Which m the penalty sees.** With ``penalty_input: sample`` (the default) HSIC is computed on
+the draw of m_i the decoder gets. On Multimodal3DIdent at delta 400 that left the draws free of
+content by a fresh critic's measure (-0.15 nats) while an MLP still read x/y from the *mean* of
+q(m_img | x) at 0.73/0.69 (chance 0.35): the encoder can keep content in the mean and drown it
+in posterior noise. ``penalty_input: mean`` penalises the dependence of the mean itself, which
+is what a probe of m_i reads (docs/dmvae/README.md has the comparison).
+
 ``content_sampling`` picks the c the decoders are trained on: 'mopoe' (the thesis: a uniform
 non-empty subset A per example, ``c ~ q_PoE(c | x_A)``), 'full' (``c ~ q_PoE(c | x)``) or
 'mean' (the mean of the full-set posterior).
@@ -73,6 +80,7 @@ from mmcl.dmvae.losses import (
     permute_pairs,
     poe,
     sample_gaussian,
+    whiten,
 )
 from mmcl.dmvae.networks import (
     AutoregressiveTextDecoder,
@@ -122,6 +130,9 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         mi_penalty: 'density_ratio' (Eq. 9.8), 'symmetric' (joint minus permuted mean logit) or
             'hsic' (normalised HSIC of the batch, no critic in the loss; D_i is still trained and
             logged).
+        penalty_input: what of q(m_i | x_i) the HSIC penalty sees: 'sample' (the draw the decoder
+            gets), 'mean' (its mean, what a probe of m_i reads) or 'whitened_mean' (the batch of
+            means decorrelated to unit covariance first); see the module docstring.
         content_sampling: 'mopoe' | 'full' | 'mean', see the module docstring.
         image_likelihood: 'laplace' or 'gaussian' on pixel intensities in [0, 1].
         image_scale: scale of the image likelihood (Laplace b or Gaussian sigma).
@@ -150,6 +161,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         reference_dimensions: int = 2352,
         discriminator_steps: int = 5,
         mi_penalty: Literal["density_ratio", "symmetric", "hsic"] = "density_ratio",
+        penalty_input: Literal["sample", "mean", "whitened_mean"] = "sample",
         content_sampling: ContentSampling = "mopoe",
         image_likelihood: Literal["laplace", "gaussian"] = "laplace",
         image_scale: float = 0.1,
@@ -218,6 +230,15 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         if mi_penalty not in ("density_ratio", "symmetric", "hsic"):
             raise ValueError(
                 f"stage2.model.mi_penalty must be density_ratio|symmetric|hsic, got {mi_penalty!r}"
+            )
+        if penalty_input not in ("sample", "mean", "whitened_mean"):
+            raise ValueError(
+                f"stage2.model.penalty_input must be sample|mean|whitened_mean, got {penalty_input!r}"
+            )
+        if penalty_input != "sample" and mi_penalty != "hsic":
+            raise ValueError(
+                f"stage2.model.penalty_input: {penalty_input} needs mi_penalty: hsic (a critic is trained "
+                "on draws of m_i)"
             )
         if text_decoder not in ("autoregressive", "per_position"):
             raise ValueError(
@@ -423,11 +444,20 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             "elbo": elbo(log_lik, kl),
             "mi": mi,
             # what delta_i multiplies: the critic's estimate, or with hsic the batch's dependence
-            "penalty": normalised_hsic(content.detach(), specific)
+            "penalty": normalised_hsic(content.detach(), self.penalty_input(q_m, specific))
             if self.hparams.mi_penalty == "hsic"
             else mi,
             "specific": specific,
         }
+
+    def penalty_input(self, q_m: Posterior, specific: torch.Tensor) -> torch.Tensor:
+        """What of q(m_i | x_i) the HSIC penalty sees (``penalty_input``)."""
+        which = self.hparams.get("penalty_input", "sample")
+        if which == "mean":
+            return q_m.mean
+        if which == "whitened_mean":
+            return whiten(q_m.mean)
+        return specific
 
     def discriminator_loss(
         self, modality: str, content: torch.Tensor, specific: torch.Tensor, generator=None

@@ -24,6 +24,7 @@ from mmcl.dmvae.losses import (
     poe,
     sample_gaussian,
     sample_subsets,
+    whiten,
 )
 from mmcl.encoders import Posterior
 
@@ -233,3 +234,22 @@ def test_normalised_hsic_separates_dependent_from_independent_batches():
     # a dependence measure the encoder cannot lower by rescaling its code
     assert float(normalised_hsic(x, 100 * x)) == pytest.approx(1.0, abs=1e-5)
     assert float(normalised_hsic(x, x.flip(0))) < 0.05
+
+
+def test_whitening_exposes_a_dependence_hidden_in_a_direction_of_small_variance():
+    """What an encoder does against HSIC at the median bandwidth (docs/dmvae/penalty_input_toy.json):
+    keep the content in a direction of tiny spread next to a wide one. The plain kernel hardly
+    sees it; after whitening every direction counts alike and it is plain to see."""
+    g = torch.Generator().manual_seed(0)
+    k = torch.randint(0, 4, (256,), generator=g).float()
+    content = torch.stack([torch.cos(k * math.pi / 2), torch.sin(k * math.pi / 2)], 1)
+    wide = 10 * torch.randn(256, 1, generator=g)
+    hidden = torch.cat([wide, wide + 0.3 * k[:, None]], 1)  # k only in the narrow difference
+    white = whiten(hidden)
+    # unit covariance up to the ridge that keeps gradients finite (1e-3 of the mean variance)
+    evals = torch.linalg.eigvalsh(white.T @ white / 255)
+    assert float(evals.max()) == pytest.approx(1.0, abs=0.01) and float(evals.min()) > 0.3
+    assert float(normalised_hsic(content, hidden)) < 0.05
+    assert float(normalised_hsic(content, white)) > 0.3
+    # and whitening does not invent a dependence where there is none
+    assert float(normalised_hsic(content, whiten(torch.randn(256, 2, generator=g)))) < 0.05
