@@ -33,6 +33,7 @@ from mmcl.data import DataError
 from mmcl.dmvae.evaluate import CONTENT, evaluate
 from mmcl.dmvae.fit import fit
 from mmcl.dmvae.io import DMVAEError, RunLayout, read_checkpoint, save_figure, write_csv, write_json
+from mmcl.paths import relative_to_folder
 
 THESIS_DELTAS = (0.0, 10.0, 100.0, 400.0, 1600.0)
 
@@ -75,6 +76,11 @@ def ablation_row(delta: float, metrics: dict) -> dict[str, Any]:
             row[f"chance_{f}"] = v
     for k, v in (metrics.get("fd_factor_classifier") or {}).items():
         row[f"fd_factor_classifier_{k}"] = v
+    for rep, est in (metrics.get("mi_fresh_critic") or {}).items():
+        row[f"mi_fresh_critic_{rep}"] = est.get("density_ratio")
+    for direction in ("reconstruction_image", "reconstruction_text"):
+        for f, v in metrics["coherence"].get(direction, {}).items():
+            row[f"coherence_{direction}_{f}"] = v
     return row
 
 
@@ -242,9 +248,24 @@ def ablate(
     return rows
 
 
+def collect(metrics_files: dict[float, Path], out: Path, title: str = "") -> list[dict]:
+    """The ablation table and plot from ``mmcl dmvae eval`` outputs given per delta (runs made
+    elsewhere or earlier, e.g. side by side): ``OUT.json``, ``OUT.csv``, ``OUT.png``."""
+    rows = []
+    for d, path in sorted(metrics_files.items()):
+        if not Path(path).is_file():
+            raise DMVAEError(f"{path}: no metrics.json for delta {d:g} (run `mmcl dmvae eval` first)")
+        rows.append(ablation_row(d, json.loads(Path(path).read_text())))
+    sources = {f"{d:g}": relative_to_folder(p, out.parent) for d, p in metrics_files.items()}
+    write_json(out.with_suffix(".json"), {"rows": rows, "metrics": sources})
+    write_csv(out.with_suffix(".csv"), rows)
+    plot_ablation(rows, out.with_suffix(".png"), title)
+    return rows
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mmcl dmvae ablate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="DMVAE YAML (configs/dmvae/*.yaml)")
+    p.add_argument("--config", help="DMVAE YAML (configs/dmvae/*.yaml); not needed with --collect")
     p.add_argument("--deltas", type=float, nargs="+", default=list(THESIS_DELTAS))
     p.add_argument("--out", required=True, help="ablation folder (stage1/, delta_<d>/, ablation.*)")
     p.add_argument("--stage1-checkpoint", default=None, help="reuse this stage-1 checkpoint")
@@ -267,11 +288,32 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="probe every factor (default: the content factors, the leakage the ablation plots)",
     )
+    p.add_argument(
+        "--collect",
+        nargs="+",
+        metavar="DELTA=METRICS_JSON",
+        help="only tabulate and plot these `mmcl dmvae eval` outputs (runs made elsewhere) into "
+        "OUT/ablation.{json,csv,png}; nothing is fitted",
+    )
     return p
 
 
 def main(argv: list[str]) -> int:
     args, fit_args = build_parser().parse_known_args(argv)
+    if args.collect:
+        try:
+            files = {}
+            for item in args.collect:
+                delta, sep, path = item.partition("=")
+                if not sep:
+                    raise DMVAEError(f"--collect takes DELTA=METRICS_JSON, got {item!r}")
+                files[float(delta)] = Path(path)
+            collect(files, Path(args.out) / "ablation")
+        except (DMVAEError, ValueError) as exc:
+            return user_error("mmcl dmvae ablate", exc)
+        return 0
+    if not args.config:
+        return user_error("mmcl dmvae ablate", DMVAEError("--config is required (or --collect)"))
     try:
         ablate(
             args.config,

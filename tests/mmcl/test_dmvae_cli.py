@@ -127,6 +127,19 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
     )
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    # evaluated runs tabulate into the ablation table and plot without refitting
+    argv = [
+        "ablate",
+        "--out",
+        str(tmp_path / "abl"),
+        "--collect",
+        f"0={out / 'metrics.json'}",
+        f"400={out / 'metrics.json'}",
+    ]
+    assert dmvae_main(argv) == 0
+    table = (tmp_path / "abl" / "ablation.csv").read_text().splitlines()
+    assert len(table) == 3 and "mi_fresh_critic_m_image" in table[0] and table[2].startswith("400")
+    assert (tmp_path / "abl" / "ablation.png").stat().st_size > 10_000
     # paths relative to the folder of metrics.json: they still point right when the tree is moved
     assert (out / metrics["stage2_checkpoint"]).resolve() == (
         tiny_run / "stage2/checkpoints/last.ckpt"
