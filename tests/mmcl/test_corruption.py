@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_data import rewrite_shard  # tests/mmcl/test_data.py: rewrite a tar member by member
 
 from mmcl.png import PNGError, check_png, decode_png_rgb
 
@@ -37,19 +38,6 @@ VAL_KEY = "000005"
 
 
 # ----------------------------------------------------------------------------- corruptions
-def edit_members(path: Path, edit) -> None:
-    """Rewrite a tar, passing each (name, bytes) through ``edit`` (None drops the member)."""
-    with tarfile.open(path) as tar:
-        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            new = edit(name, data)
-            if new is not None:
-                info = tarfile.TarInfo(name)
-                info.size = len(new)
-                tar.addfile(info, io.BytesIO(new))
-
-
 def flip_image_data(png: bytes, n: int = 3) -> bytes:
     """Invert ``n`` bytes in the middle of the first IDAT chunk (its CRC no longer matches)."""
     pos = 8
@@ -79,12 +67,12 @@ def member_edit(fn, suffix: str):
 
 CORRUPTIONS = {
     # name: (edit of a shard, reseal the manifest, what the error must name besides the shard)
-    "png_bit_flips": (lambda p: edit_members(p, member_edit(flip_image_data, "png")), True, ".png"),
+    "png_bit_flips": (lambda p: rewrite_shard(p, member_edit(flip_image_data, "png")), True, ".png"),
     "truncated_shard": (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), True, None),
-    "missing_png": (lambda p: edit_members(p, member_edit(lambda d: None, "png")), True, "no .png"),
-    "missing_json": (lambda p: edit_members(p, member_edit(lambda d: None, "json")), True, "no .json"),
-    "json_wrong_type": (lambda p: edit_members(p, set_latent("left")), True, "object_xpos"),
-    "json_out_of_range": (lambda p: edit_members(p, set_latent(7)), True, "object_xpos"),
+    "missing_png": (lambda p: rewrite_shard(p, member_edit(lambda d: None, "png")), True, "no .png"),
+    "missing_json": (lambda p: rewrite_shard(p, member_edit(lambda d: None, "json")), True, "no .json"),
+    "json_wrong_type": (lambda p: rewrite_shard(p, set_latent("left")), True, "object_xpos"),
+    "json_out_of_range": (lambda p: rewrite_shard(p, set_latent(7)), True, "object_xpos"),
     "zero_length_shard": (lambda p: p.write_bytes(b""), False, None),
     "sha256_differs": (lambda p: p.write_bytes(p.read_bytes() + b"\0" * 1024), False, "sha256"),
 }
