@@ -45,6 +45,7 @@ GRIDS = {
         ("hsic", 100.0, "whitened_mean"),
         ("hsic", 4000.0, "sample"),
         ("hsic", 4000.0, "whitened_mean"),
+        ("hsic", 1000.0, "both"),
     ],
 }
 

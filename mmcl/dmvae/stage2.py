@@ -131,8 +131,9 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             'hsic' (normalised HSIC of the batch, no critic in the loss; D_i is still trained and
             logged).
         penalty_input: what of q(m_i | x_i) the HSIC penalty sees: 'sample' (the draw the decoder
-            gets), 'mean' (its mean, what a probe of m_i reads) or 'whitened_mean' (the batch of
-            means decorrelated to unit covariance first); see the module docstring.
+            gets), 'mean' (its mean, what a probe of m_i reads), 'whitened_mean' (the batch of
+            means decorrelated to unit covariance first) or 'both' (the sum of the 'sample' and
+            'whitened_mean' penalties); see the module docstring.
         content_sampling: 'mopoe' | 'full' | 'mean', see the module docstring.
         image_likelihood: 'laplace' or 'gaussian' on pixel intensities in [0, 1].
         image_scale: scale of the image likelihood (Laplace b or Gaussian sigma).
@@ -161,7 +162,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         reference_dimensions: int = 2352,
         discriminator_steps: int = 5,
         mi_penalty: Literal["density_ratio", "symmetric", "hsic"] = "density_ratio",
-        penalty_input: Literal["sample", "mean", "whitened_mean"] = "sample",
+        penalty_input: Literal["sample", "mean", "whitened_mean", "both"] = "sample",
         content_sampling: ContentSampling = "mopoe",
         image_likelihood: Literal["laplace", "gaussian"] = "laplace",
         image_scale: float = 0.1,
@@ -231,9 +232,9 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             raise ValueError(
                 f"stage2.model.mi_penalty must be density_ratio|symmetric|hsic, got {mi_penalty!r}"
             )
-        if penalty_input not in ("sample", "mean", "whitened_mean"):
+        if penalty_input not in ("sample", "mean", "whitened_mean", "both"):
             raise ValueError(
-                f"stage2.model.penalty_input must be sample|mean|whitened_mean, got {penalty_input!r}"
+                f"stage2.model.penalty_input must be sample|mean|whitened_mean|both, got {penalty_input!r}"
             )
         if penalty_input != "sample" and mi_penalty != "hsic":
             raise ValueError(
@@ -444,20 +445,22 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             "elbo": elbo(log_lik, kl),
             "mi": mi,
             # what delta_i multiplies: the critic's estimate, or with hsic the batch's dependence
-            "penalty": normalised_hsic(content.detach(), self.penalty_input(q_m, specific))
+            "penalty": self.hsic_penalty(content.detach(), q_m, specific)
             if self.hparams.mi_penalty == "hsic"
             else mi,
             "specific": specific,
         }
 
-    def penalty_input(self, q_m: Posterior, specific: torch.Tensor) -> torch.Tensor:
-        """What of q(m_i | x_i) the HSIC penalty sees (``penalty_input``)."""
+    def hsic_penalty(self, content: torch.Tensor, q_m: Posterior, specific: torch.Tensor) -> torch.Tensor:
+        """Normalised HSIC of c with what ``penalty_input`` names of q(m_i | x_i)."""
         which = self.hparams.get("penalty_input", "sample")
         if which == "mean":
-            return q_m.mean
+            return normalised_hsic(content, q_m.mean)
         if which == "whitened_mean":
-            return whiten(q_m.mean)
-        return specific
+            return normalised_hsic(content, whiten(q_m.mean))
+        if which == "both":
+            return normalised_hsic(content, specific) + normalised_hsic(content, whiten(q_m.mean))
+        return normalised_hsic(content, specific)
 
     def discriminator_loss(
         self, modality: str, content: torch.Tensor, specific: torch.Tensor, generator=None

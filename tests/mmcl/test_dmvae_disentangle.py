@@ -110,7 +110,7 @@ def test_autoregressive_decoder_writes_grammar_sentences_from_their_latents(tiny
 
 
 # ----------------------------------------------------------------------------- MI penalty
-def test_mi_penalty_lowers_the_fresh_critic_mi_between_c_and_m_and_whitening_the_probe():
+def test_mi_penalty_empties_the_draws_of_m_and_with_both_inputs_its_mean():
     """A few hundred real stage-2 steps: with the HSIC penalty m_img gives up the square's
     cell (fresh-critic MI with c near 0) but keeps its brightness (KL stays well above 0)."""
     torch.set_num_threads(1)
@@ -123,14 +123,14 @@ def test_mi_penalty_lowers_the_fresh_critic_mi_between_c_and_m_and_whitening_the
     assert specific_kl(penalised, pairs) > 2.0, "m_img should still describe the brightness"
     # ... yet an MLP still reads the cell from the *mean* of q(m_img | x) (what eval's probes
     # read): HSIC at the median bandwidth misses content kept in a direction of small spread.
-    # Whitening the batch of means first exposes it (docs/dmvae/penalty_input_toy.json).
-    whitened, _, _ = train_image_stage2(
-        delta=1000.0, steps=600, mi_penalty="hsic", penalty_input="whitened_mean"
-    )
+    # Adding HSIC of the whitened batch of means ('both') empties the mean as well
+    # (docs/dmvae/penalty_input_toy.json).
+    both, _, _ = train_image_stage2(delta=1000.0, steps=600, mi_penalty="hsic", penalty_input="both")
     probe_plain = mean_probe_accuracy(plain, pairs)
     probe_sample = mean_probe_accuracy(penalised, pairs)
-    probe_whitened = mean_probe_accuracy(whitened, pairs)
+    probe_both = mean_probe_accuracy(both, pairs)
     assert probe_plain > 0.95, probe_plain  # chance 0.25
-    assert probe_whitened < probe_sample - 0.1, (probe_sample, probe_whitened)
-    assert probe_whitened < 0.75, probe_whitened
-    assert fresh_mi(whitened, pairs, cache) < 0.25 * mi_plain
+    assert probe_sample > 0.7, probe_sample  # the draws' penalty alone leaves the mean readable
+    assert probe_both < 0.4, probe_both
+    assert specific_kl(both, pairs) > 2.0, "m_img should still describe the brightness"
+    assert fresh_mi(both, pairs, cache) < 0.25 * mi_plain
