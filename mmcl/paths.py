@@ -11,6 +11,13 @@ import os
 from pathlib import Path
 
 
+def relative_inside(path: str | Path, root: str | Path) -> str:
+    """``path`` (resolved) relative to ``root`` when it lies inside it, else as an absolute path:
+    what scripts write for their own inputs and outputs in the repository."""
+    path, root = Path(path).resolve(), Path(root).resolve()
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+
+
 def relative_to_folder(path: str | Path, folder: str | Path) -> str:
     """``path`` relative to ``folder`` (both resolved), with '/' separators."""
     rel = os.path.relpath(Path(path).resolve(), Path(folder).resolve())

@@ -28,14 +28,10 @@ import torch
 
 from mmcl import png
 from mmcl.data import iter_shard, load_manifest
+from mmcl.paths import relative_inside
 from mmcl.png import _TV_DECODE, check_png
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def repo_relative(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def main(argv=None) -> int:
@@ -98,7 +94,7 @@ def main(argv=None) -> int:
             "load_avg_1min": os.getloadavg()[0],
         },  # fmt: skip
         "settings": {
-            "data": repo_relative(args.data),
+            "data": relative_inside(args.data, REPO),
             "split": args.split,
             "shards": len(shards),
             "images": n_images,

@@ -55,6 +55,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmcl.paths import relative_inside
+
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "docs" / "bench" / "train.json"
 
@@ -66,11 +68,6 @@ VARIANTS: dict[str, dict] = {
     "ours/bf16+channels_last": {"channels_last": True, "precision": "bf16-mixed", "compile": False},
     "ours/bf16+channels_last+compile": {"channels_last": True, "precision": "bf16-mixed", "compile": True},
 }
-
-
-def repo_relative(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def machine() -> dict:
@@ -409,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmcl.data import load_manifest
 
     # paths relative to the repository: the committed JSON names no folder of this machine
-    settings = {k: (repo_relative(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    settings = {k: (relative_inside(v, REPO) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     results: dict = {"machine": machine(), "settings": settings, "resolutions": {}}
     for res in args.resolutions:
         shards, published = prepare_data(args.data_dir, res, args.images)

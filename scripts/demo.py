@@ -38,6 +38,8 @@ from pathlib import Path
 
 import yaml
 
+from mmcl.paths import relative_inside
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CONTENT = ("object_shape", "object_xpos", "object_ypos")
@@ -57,10 +59,7 @@ OTHERS = (
 
 def repo_relative(arg: str) -> str:
     """An absolute path inside the repository as a path relative to it; anything else unchanged."""
-    path = Path(arg)
-    if path.is_absolute() and path.is_relative_to(REPO):
-        return str(path.relative_to(REPO)) or "."
-    return arg
+    return relative_inside(arg, REPO) if Path(arg).is_absolute() else arg
 
 
 def tool(name: str) -> str:

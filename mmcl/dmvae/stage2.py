@@ -47,8 +47,11 @@ relative to its own likelihood. ``delta_scale: none`` is the thesis' literal obj
 the draw of m_i the decoder gets. On Multimodal3DIdent at delta 400 that left the draws free of
 content by a fresh critic's measure (-0.15 nats) while an MLP still read x/y from the *mean* of
 q(m_img | x) at 0.73/0.69 (chance 0.35): the encoder can keep content in the mean and drown it
-in posterior noise. ``penalty_input: mean`` penalises the dependence of the mean itself, which
-is what a probe of m_i reads (docs/dmvae/README.md has the comparison).
+in posterior noise. ``mean`` penalises the raw mean (no help on the synthetic problem: MLP 0.93),
+``whitened_mean`` the batch of means decorrelated to unit covariance (0.60) and ``both`` the
+draw and the whitened means (0.27, chance 0.25; on Multimodal3DIdent at delta 400 the MLP reads
+x/y at chance, yet a fresh critic finds 1.49 nats in the draws). docs/dmvae/README.md has the
+comparison.
 
 ``content_sampling`` picks the c the decoders are trained on: 'mopoe' (the thesis: a uniform
 non-empty subset A per example, ``c ~ q_PoE(c | x_A)``), 'full' (``c ~ q_PoE(c | x)``) or
