@@ -87,7 +87,9 @@ def test_repeated_kills_then_resume_give_the_same_bytes(tiny_dataset, tiny_confi
         kills += 1
         done = shard_bytes(root)
         assert before <= set(done), what  # a finished shard is never removed or redone
-        assert not io.read_manifest(root)["complete"], what
+        if io.read_manifest(root)["complete"]:  # the kill landed after the last write, while exiting
+            assert len(done) == n_tasks, what  # never a complete manifest over missing shards
+            break
         for rel in done:  # any shard on disk is complete, never a torn write
             assert sum(1 for _ in io.read_shard(root / rel)) == 16, (what, rel)
         report = validate(root, progress=False)
