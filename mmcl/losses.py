@@ -5,6 +5,10 @@
 * ``infonce_symmetric`` -- Eq. 8.2: the average of both directions (image->text, text->image).
 * ``nt_xent`` -- the SimCLR variant used by the upstream code, which additionally uses
   image-image and text-text negatives.
+* ``fresh_negatives_symmetric`` -- the loss of the upstream numerical simulation
+  (``LpSimCLRLoss`` in imantdaunhawer/multimodal-contrastive-learning ``utils/losses.py``, as
+  ``main_mlp.py`` calls it): negatives from an independent fresh batch through the anchor's own
+  encoder, the positive kept in the denominator, log-mean-exp; the H(g) estimator of Eq. 8.3.
 
 Similarities: ``cosine`` (Multimodal3DIdent, Table A.2b) and ``euclidean``, the negative
 squared Euclidean distance (numerical simulation, Table A.2a; Eq. 8.3 uses this form).
@@ -65,6 +69,39 @@ def nt_xent(
     logits = logits.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))
     target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
     return F.cross_entropy(logits, target)
+
+
+def fresh_negatives(
+    anchor: torch.Tensor, positive: torch.Tensor, fresh: torch.Tensor, tau: float | torch.Tensor = 1.0
+) -> torch.Tensor:
+    """One direction of upstream's ``LpSimCLRLoss()`` (p = 2, squared distances, alpha = 0.5,
+    log-mean-exp with the positive in the denominator), averaged over the batch:
+
+    ``d(a_i, p_i) / tau + log((sum_j exp(-d(a_i, f_j) / tau) + exp(-d(a_i, p_i) / tau)) / (K + 1))``
+
+    with ``d`` the squared Euclidean distance and ``f`` the encodings of an independent batch
+    by the anchor's encoder. Equal to Eq. 8.3 (alignment + log-mean-exp uniformity) up to the
+    positive's term in the denominator."""
+    _check_pair(anchor, positive)
+    _check_pair(anchor, fresh)
+    pos = (anchor - positive).pow(2).sum(dim=1)
+    neg = -similarity_matrix(anchor, fresh, "euclidean")
+    logits = -torch.cat([neg, pos[:, None]], dim=1) / tau
+    log_mean = torch.logsumexp(logits, dim=1) - torch.log(torch.tensor(float(logits.shape[1])))
+    return (pos / tau + log_mean).mean()
+
+
+def fresh_negatives_symmetric(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    z1_fresh: torch.Tensor,
+    z2_fresh: torch.Tensor,
+    tau: float | torch.Tensor = 1.0,
+) -> torch.Tensor:
+    """Upstream's symmetrised simulation loss (``main_mlp.py`` ``train_step``): the mean of
+    ``fresh_negatives(z1, z2, z1_fresh)`` and ``fresh_negatives(z2, z1, z2_fresh)``, where
+    ``z1_fresh = g_1(x_1')``, ``z2_fresh = g_2(x_2')`` encode a second, independent batch."""
+    return 0.5 * (fresh_negatives(z1, z2, z1_fresh, tau) + fresh_negatives(z2, z1, z2_fresh, tau))
 
 
 LOSSES = {"infonce_symmetric": infonce_symmetric, "nt_xent": nt_xent}

@@ -29,6 +29,11 @@ ROWS: dict[str, tuple[float, bool, bool]] = {
 SETTINGS: tuple[str, ...] = ("multimodal", "multiview")
 STAT_COVARIANCES: tuple[str, ...] = ("upstream", "independent")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+# infonce: Eq. 8.2 with in-batch cross-modal negatives; lpsimclr: upstream's simulation loss
+# (negatives from a fresh batch through the anchor's own encoder, mmcl.losses.fresh_negatives).
+SIM_LOSSES: tuple[str, ...] = ("infonce", "lpsimclr")
+# Fig. A.5: the latent group drawn from a uniform categorical with k classes instead of a normal.
+DISCRETE_BLOCKS: tuple[str, ...] = ("content", "style", "modality_specific")
 
 
 @dataclass
@@ -42,6 +47,8 @@ class SimulationConfig:
     encoding_size: int = 5
     latent_std: float = 1.0
     style_change_std: float = 1.0
+    discrete_block: str | None = None
+    discrete_classes: int = 5
     stat_covariance: str = "upstream"
     mixing_layers: int = 3
     mixing_slope: float = 0.2
@@ -50,6 +57,7 @@ class SimulationConfig:
     encoder_widths: list[int] | None = None
     encoder_slope: float = 0.01
     tau: float = 1.0
+    loss: str = "infonce"
     lr: float = 1e-4
     lr_schedule: str = "constant"
     batch_size: int = 6144
@@ -155,6 +163,29 @@ def validate(cfg: SimulationConfig) -> None:
         raise ValueError(
             f"simulation config key 'seeds' must be a non-empty list of distinct ints, got {cfg.seeds}"
         )
+    if cfg.discrete_block is not None:
+        if cfg.discrete_block not in DISCRETE_BLOCKS:
+            raise ValueError(
+                f"simulation config key 'discrete_block' must be null or one of {DISCRETE_BLOCKS}, "
+                f"got {cfg.discrete_block!r}"
+            )
+        if cfg.discrete_classes < 2:
+            raise ValueError(
+                f"simulation config key 'discrete_classes' must be >= 2, got {cfg.discrete_classes}"
+            )
+        dependent = [r for r in cfg.rows if ROWS[r][1] or ROWS[r][2]]
+        if dependent:
+            raise ValueError(
+                f"simulation config key 'discrete_block' needs rows without statistical or causal "
+                f"dependence (Fig. A.5); drop {dependent} from 'rows'"
+            )
+        if cfg.discrete_block == "modality_specific" and "multiview" in cfg.settings:
+            raise ValueError(
+                "simulation config key 'discrete_block: modality_specific' needs settings [multimodal] "
+                "(multi-view data has no modality-specific latents)"
+            )
+    if cfg.loss not in SIM_LOSSES:
+        raise ValueError(f"simulation config key 'loss' must be one of {SIM_LOSSES}, got {cfg.loss!r}")
     if cfg.lr_schedule not in LR_SCHEDULES:
         raise ValueError(
             f"simulation config key 'lr_schedule' must be one of {LR_SCHEDULES}, got {cfg.lr_schedule!r}"

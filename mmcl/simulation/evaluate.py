@@ -24,11 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from mmcl.losses import infonce_symmetric
+from mmcl.losses import fresh_negatives_symmetric, infonce_symmetric
 from mmcl.probing.kernel_ridge import grid_search_kernel_ridge
 from mmcl.probing.probes import linear_r2, standardize
 from mmcl.simulation.config import SimulationConfig
-from mmcl.simulation.generative import STREAM_TEST, STREAM_VAL, GenerativeProcess, torch_generator
+from mmcl.simulation.generative import (
+    STREAM_TEST,
+    STREAM_VAL,
+    GenerativeProcess,
+    class_index,
+    torch_generator,
+)
 
 BLOCK_ROLES = {
     "content": "content",
@@ -97,16 +103,43 @@ def representation_blocks(representation: str, blocks: dict[str, np.ndarray]) ->
 
 @torch.no_grad()
 def validation_loss(
-    g1: nn.Module, g2: nn.Module, x1: torch.Tensor, x2: torch.Tensor, batch_size: int, tau: float
+    g1: nn.Module,
+    g2: nn.Module,
+    x1: torch.Tensor,
+    x2: torch.Tensor,
+    batch_size: int,
+    tau: float,
+    loss: str = "infonce",
 ) -> float:
-    """Eq. 8.2 on held-out pairs, averaged over consecutive batches of the training batch size
-    (one smaller batch if the split is smaller than that)."""
+    """The training loss on held-out pairs, averaged over consecutive batches of the training
+    batch size (one smaller batch if the split is smaller than that). ``lpsimclr`` takes each
+    batch's fresh negatives from the next batch (cyclically; with one batch, from itself)."""
     size = min(batch_size, len(x1))
-    losses = [
-        infonce_symmetric(g1(x1[i : i + size]), g2(x2[i : i + size]), tau, similarity="euclidean").item()
-        for i in range(0, len(x1) - size + 1, size)
-    ]
-    return float(np.mean(losses))
+    starts = list(range(0, len(x1) - size + 1, size))
+    z1 = [g1(x1[i : i + size]) for i in starts]
+    z2 = [g2(x2[i : i + size]) for i in starts]
+    if loss == "lpsimclr":
+        nxt = [*range(1, len(starts)), 0]
+        values = [fresh_negatives_symmetric(z1[k], z2[k], z1[n], z2[n], tau) for k, n in enumerate(nxt)]
+    else:
+        values = [infonce_symmetric(a, b, tau, similarity="euclidean") for a, b in zip(z1, z2, strict=True)]
+    return float(np.mean([v.item() for v in values]))
+
+
+def discrete_blocks(cfg: SimulationConfig) -> dict[str, int]:
+    """Block name -> number of classes for the blocks that are categorical (Fig. A.5)."""
+    names = {
+        "content": ("content", "content_intervened"),
+        "style": ("style", "style_changed"),
+        "modality_specific": ("modality_specific_1", "modality_specific_2"),
+    }
+    return dict.fromkeys(names.get(cfg.discrete_block, ()), cfg.discrete_classes)
+
+
+def one_hot(block: np.ndarray, k: int) -> np.ndarray:
+    """(N, dim) standardised class values -> (N, dim * k) one-hot targets."""
+    index = class_index(block, k)
+    return np.eye(k)[index].reshape(len(block), -1)
 
 
 def probe_blocks(
@@ -116,23 +149,49 @@ def probe_blocks(
     test_blocks: dict[str, np.ndarray],
     device: str | torch.device | None = None,
     solver: str = "eigh",
+    discrete: dict[str, int] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
-    """Kernel-ridge (and linear) R^2 of every block from every representation."""
+    """Kernel-ridge (and linear) R^2 of every block from every representation.
+
+    A block in ``discrete`` (name -> k classes) is scored by accuracy instead (``metric``): kernel
+    ridge regression on the one-hot classes of each component, predicted class = arg max,
+    accuracy averaged over the components (chance 1/k); the same kernel family and grid as the
+    continuous blocks, so a difference between them is not a difference of probes."""
+    discrete = discrete or {}
     results: dict[str, dict[str, dict[str, float]]] = {}
     for rep in val_reps:
         names = representation_blocks(rep, val_blocks)
         x_val, x_test = standardize(val_reps[rep], test_reps[rep])
-        y_val = np.concatenate([val_blocks[b] for b in names], axis=1)
+        targets = {b: one_hot(val_blocks[b], discrete[b]) if b in discrete else val_blocks[b] for b in names}
+        y_val = np.concatenate([targets[b] for b in names], axis=1)
         groups, start = [], 0
         for b in names:
-            groups.append(list(range(start, start + val_blocks[b].shape[1])))
-            start += val_blocks[b].shape[1]
+            groups.append(list(range(start, start + targets[b].shape[1])))
+            start += targets[b].shape[1]
         fits = grid_search_kernel_ridge(x_val, y_val, targets=groups, device=device, solver=solver)
         results[rep] = {}
         for b, fit in zip(names, fits, strict=True):
+            if b in discrete:
+                k = discrete[b]
+                scores = fit.predict(x_test).reshape(len(x_test), -1, k)
+                correct = scores.argmax(axis=2) == class_index(test_blocks[b], k)
+                lin = np.c_[x_val, np.ones(len(x_val))]
+                coef, *_ = np.linalg.lstsq(lin, targets[b], rcond=None)
+                lin_scores = (np.c_[x_test, np.ones(len(x_test))] @ coef).reshape(len(x_test), -1, k)
+                lin_correct = lin_scores.argmax(axis=2) == class_index(test_blocks[b], k)
+                results[rep][b] = {
+                    "kernel_ridge": float(correct.mean()),
+                    "linear": float(lin_correct.mean()),
+                    "metric": "accuracy",
+                    "chance": 1.0 / k,
+                    "alpha": fit.alpha,
+                    "gamma": fit.gamma,
+                }
+                continue
             results[rep][b] = {
                 "kernel_ridge": fit.score(x_test, test_blocks[b]),
                 "linear": linear_r2(x_val, val_blocks[b], x_test, test_blocks[b]),
+                "metric": "r2",
                 "alpha": fit.alpha,
                 "gamma": fit.gamma,
             }
@@ -144,14 +203,23 @@ def write_embeddings(
     splits: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
     seed: int,
     source: dict[str, Any],
+    discrete: dict[str, int] | None = None,
 ) -> None:
-    """docs/formats.md embeddings: one scalar factor per latent component (``content_0`` ...)."""
+    """docs/formats.md embeddings: one scalar factor per latent component (``content_0`` ...);
+    components of a ``discrete`` block are written as class indices (kind ``discrete``)."""
+    discrete = discrete or {}
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks0, reps0 = splits["val"]
     factors: dict[str, dict[str, Any]] = {}
     for b, arr in blocks0.items():
+        kind = "discrete" if b in discrete else "continuous"
         for j in range(arr.shape[1]):
-            factors[f"{b}_{j}"] = {"kind": "continuous", "role": BLOCK_ROLES[b], "n_values": None, "block": b}
+            factors[f"{b}_{j}"] = {
+                "kind": kind,
+                "role": BLOCK_ROLES[b],
+                "n_values": discrete.get(b),
+                "block": b,
+            }
     representations = {
         rep: {
             "factors": [
@@ -163,8 +231,9 @@ def write_embeddings(
     for split, (blocks, reps) in splits.items():
         arrays: dict[str, np.ndarray] = {rep: v.astype(np.float32) for rep, v in reps.items()}
         for b, arr in blocks.items():
+            values = class_index(arr, discrete[b]) if b in discrete else arr.astype(np.float64)
             for j in range(arr.shape[1]):
-                arrays[f"factor:{b}_{j}"] = arr[:, j].astype(np.float64)
+                arrays[f"factor:{b}_{j}"] = values[:, j]
         tmp = out_dir / f".embeddings_{split}.tmp.npz"
         np.savez(tmp, **arrays)
         tmp.replace(out_dir / f"embeddings_{split}.npz")
@@ -187,9 +256,9 @@ def evaluate(
     splits, losses = {}, {}
     for split, stream in (("val", STREAM_VAL), ("test", STREAM_TEST)):
         blocks, reps, obs = draw_split(process, g1, g2, cfg.eval_samples, seed, stream, cfg.interventions)
-        losses[split] = validation_loss(g1, g2, obs["x1"], obs["x2"], cfg.batch_size, cfg.tau)
+        losses[split] = validation_loss(g1, g2, obs["x1"], obs["x2"], cfg.batch_size, cfg.tau, cfg.loss)
         splits[split] = (blocks, reps)
-    write_embeddings(run_dir, splits, seed, source)
+    write_embeddings(run_dir, splits, seed, source, discrete_blocks(cfg))
     probe_device = cfg.device if cfg.device != "auto" else None
     r2 = probe_blocks(
         splits["val"][1],
@@ -198,6 +267,7 @@ def evaluate(
         splits["test"][0],
         probe_device,
         cfg.probe_solver,
+        discrete_blocks(cfg),
     )
     return {"val_loss": losses["val"], "test_loss": losses["test"], "r2": r2}
 

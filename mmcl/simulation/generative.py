@@ -15,12 +15,20 @@ no ``m_i``.
   resampled until the condition number is at most the ``cond_thresh_ratio`` quantile of a
   pool of ``cond_pool`` such matrices (upstream: 1e-3 of 25 000).
 
+* Discrete latents (Fig. A.5, ``discrete_block``): every component of one group (content, style
+  or both m_i) is a uniform categorical over k classes, fed to the mixing as the class index
+  standardised to mean 0 and variance 1; a changed style component is a new uniform draw (the
+  categorical counterpart of the added noise). Drawn after the Gaussian latents from the same
+  generator, so runs without a discrete group are unchanged. The thesis does not state its
+  class probabilities or style change for this case; uniform is our choice.
+
 Every random quantity is a function of (run seed, purpose[, step]) only, so a resumed run sees
 exactly the batches an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +90,17 @@ def invertible_mlp(
     return mlp
 
 
+def standardised_classes(index: torch.Tensor, k: int) -> torch.Tensor:
+    """Class indices 0..k-1 as values of mean 0 and variance 1 under the uniform categorical."""
+    return (index.float() - (k - 1) / 2) / math.sqrt((k * k - 1) / 12)
+
+
+def class_index(values: np.ndarray | torch.Tensor, k: int) -> np.ndarray:
+    """Inverse of ``standardised_classes``: the class index of each value."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.rint(values * math.sqrt((k * k - 1) / 12) + (k - 1) / 2).astype(np.int64)
+
+
 @dataclass
 class Batch:
     """Latents and observations of one batch (m1/m2 have zero columns in multi-view)."""
@@ -106,6 +125,11 @@ class GenerativeProcess(nn.Module):
         self.nc, self.ns = cfg.content_n, cfg.style_n
         self.nm = cfg.modality_n if setting == "multimodal" else 0
         self.latent_std, self.style_change_std = cfg.latent_std, cfg.style_change_std
+        self.discrete_block, self.discrete_classes = cfg.discrete_block, cfg.discrete_classes
+        if self.discrete_block is not None and (statistical or causal):
+            raise ValueError(
+                f"discrete_block {self.discrete_block!r} needs a row without Stat./Cau., got {row!r}"
+            )
         rng = np.random.default_rng(seed_for(seed, STREAM_PROCESS))
 
         def chol(n: int, cov: np.ndarray | None, std: float) -> torch.Tensor:
@@ -157,6 +181,11 @@ class GenerativeProcess(nn.Module):
         eps = torch.randn(n, chol.shape[0], generator=gen, device=chol.device)
         return eps @ chol.T
 
+    def _categorical(self, n: int, dim: int, gen: torch.Generator) -> torch.Tensor:
+        k = self.discrete_classes
+        index = torch.randint(k, (n, dim), generator=gen, device=self.a.device)
+        return standardised_classes(index, k)
+
     def sample_latents(self, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
         c = self._normal(n, self.chol_c, gen)
         s = self._normal(n, self.chol_s, gen) + self.a + c @ self.B.T
@@ -164,6 +193,13 @@ class GenerativeProcess(nn.Module):
         m2 = self._normal(n, self.chol_m2, gen)
         change = torch.rand(n, self.ns, generator=gen, device=c.device) < self.p_change
         s_tilde = s + change.to(s.dtype) * self._normal(n, self.chol_change, gen)
+        if self.discrete_block == "content":
+            c = self._categorical(n, self.nc, gen)  # B = 0 here (no causal row), so s is unaffected
+        elif self.discrete_block == "style":
+            s = self._categorical(n, self.ns, gen)
+            s_tilde = torch.where(change, self._categorical(n, self.ns, gen), s)
+        elif self.discrete_block == "modality_specific":
+            m1, m2 = self._categorical(n, self.nm, gen), self._categorical(n, self.nm, gen)
         return {
             "content": c,
             "style": s,

@@ -1,7 +1,10 @@
 """Training of the two simulation encoders with symmetric InfoNCE (Eq. 8.2, seed 003; Table A.2a).
 
-``g_1, g_2``: MLP encoders of ``x_1, x_2``; loss ``infonce_symmetric`` with the negative squared
-Euclidean distance as similarity, temperature tau; Adam; gradient clipping by 2-norm. Every
+``g_1, g_2``: MLP encoders of ``x_1, x_2``; loss (config ``loss``) ``infonce``: Eq. 8.2,
+``infonce_symmetric`` with in-batch cross-modal negatives, or ``lpsimclr``: upstream's
+``LpSimCLRLoss`` as ``main_mlp.py`` uses it (``fresh_negatives_symmetric``: the negatives are a
+second batch, drawn from the same step's generator, through the anchor's own encoder); both
+with the negative squared Euclidean distance as similarity, temperature tau; Adam; gradient clipping by 2-norm. Every
 step draws a fresh batch from the generative process, seeded by (run seed, step), so a run that
 is killed and resumed from its last checkpoint replays exactly the batches it would have seen
 and ends with bit-identical weights (on the same device and thread count).
@@ -24,7 +27,7 @@ import torch
 from torch import nn
 
 from mmcl.checkpoint import load_checkpoint
-from mmcl.losses import infonce_symmetric
+from mmcl.losses import fresh_negatives_symmetric, infonce_symmetric
 from mmcl.simulation.config import SimulationConfig
 from mmcl.simulation.generative import (
     STREAM_INIT,
@@ -45,6 +48,8 @@ TRAINING_KEYS = (
     "encoding_size",
     "latent_std",
     "style_change_std",
+    "discrete_block",
+    "discrete_classes",
     "stat_covariance",
     "mixing_layers",
     "mixing_slope",
@@ -53,6 +58,7 @@ TRAINING_KEYS = (
     "encoder_widths",
     "encoder_slope",
     "tau",
+    "loss",
     "lr",
     "batch_size",
     "grad_clip",
@@ -175,7 +181,12 @@ def train(
     while run.step < cfg.steps:
         gen = torch_generator(seed, STREAM_TRAIN, run.step, device=device)
         batch = process.sample(cfg.batch_size, gen)
-        loss = infonce_symmetric(g1(batch.x1), g2(batch.x2), cfg.tau, similarity="euclidean")
+        if cfg.loss == "lpsimclr":  # upstream: a second, independent batch gives the negatives
+            fresh = process.sample(cfg.batch_size, gen)
+            z1f, z2f = g1(fresh.x1), g2(fresh.x2)
+            loss = fresh_negatives_symmetric(g1(batch.x1), g2(batch.x2), z1f, z2f, cfg.tau)
+        else:
+            loss = infonce_symmetric(g1(batch.x1), g2(batch.x2), cfg.tau, similarity="euclidean")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, max_norm=cfg.grad_clip, norm_type=2.0)

@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from mmcl.losses import LOSSES, infonce, infonce_symmetric, nt_xent, similarity_matrix
+from mmcl.losses import (
+    LOSSES,
+    fresh_negatives,
+    fresh_negatives_symmetric,
+    infonce,
+    infonce_symmetric,
+    nt_xent,
+    similarity_matrix,
+)
 
 
 def ce(logits: list[float], target: int) -> float:
@@ -54,6 +62,25 @@ def test_infonce_euclidean_by_hand():
     expected = (ce(s[0], 0) + ce(s[1], 1)) / 2
     assert expected == pytest.approx(0.813262, abs=1e-6)
     assert infonce_symmetric(z1, z2, similarity="euclidean").item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_fresh_negatives_by_hand():
+    """Upstream LpSimCLRLoss (p 2, squared distances, positive in the log-mean-exp) on 1-d
+    points: anchors 0, 1; positives 0, 2; fresh negatives 1, 3; tau 1 and 2."""
+    a, p, f = (torch.tensor([[0.0], [1.0]]), torch.tensor([[0.0], [2.0]]), torch.tensor([[1.0], [3.0]]))
+    for tau in (1.0, 2.0):
+        row0 = 0 / tau + math.log((math.exp(-1 / tau) + math.exp(-9 / tau) + math.exp(0)) / 3)
+        row1 = 1 / tau + math.log((math.exp(0) + math.exp(-4 / tau) + math.exp(-1 / tau)) / 3)
+        assert fresh_negatives(a, p, f, tau).item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+    # symmetric: the second direction anchors on p and takes its own fresh batch g
+    g = torch.tensor([[-1.0], [0.5]])
+    row0 = 0 + math.log((math.exp(-1) + math.exp(-0.25) + 1) / 3)  # anchor 0: d(0,-1)=1, d(0,.5)=.25
+    row1 = 1 + math.log((math.exp(-9) + math.exp(-2.25) + math.exp(-1)) / 3)  # anchor 2
+    expected = 0.5 * (fresh_negatives(a, p, f).item() + (row0 + row1) / 2)
+    assert fresh_negatives_symmetric(a, p, f, g).item() == pytest.approx(expected, rel=1e-6)
+    # the negatives are the fresh batch, not the other modality: moving p changes only the positive term
+    far = fresh_negatives(a, p + 100, f)
+    assert far.item() > 1000 and torch.isfinite(far)
 
 
 def test_nt_xent_uses_both_modalities_as_negatives():
