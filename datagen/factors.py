@@ -31,7 +31,8 @@ class Factor:
 
     ``n_values`` is the number of classes of a discrete factor (``None`` when it depends on
     the dataset: the number of shapes or of palette names) and ``None`` for continuous ones,
-    whose domain is always [0, 1].
+    whose domain is always [0, 1]. ``period`` marks a continuous factor whose ends are the same
+    value (the object hue: hsv_to_rgb(0, 1, 1) = hsv_to_rgb(1, 1, 1)); probes score it as an angle.
     """
 
     name: str
@@ -40,6 +41,7 @@ class Factor:
     role: Role
     n_values: int | None
     description: str
+    period: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -77,6 +79,7 @@ FACTORS: tuple[Factor, ...] = (
         "style",
         None,
         "object hue; RGB = hsv_to_rgb(h, 1, 1); causal mode: (xpos + U(0,1)) / 3",
+        period=1.0,
     ),
     Factor(
         "spotlight_pos",

@@ -87,6 +87,7 @@ class FactorInfo:
     kind: str  # "discrete" | "continuous" | "categorical_name"
     role: str  # "content" | "style" | "image_specific" | "text_specific" | "constant"
     n_values: int | None
+    period: float | None = None  # a periodic continuous factor (the object hue: 1.0)
 
     @property
     def numeric(self) -> bool:
@@ -192,7 +193,14 @@ def load_manifest(root: str | Path) -> Manifest:
     for i, f in enumerate(raw["factors"]):
         try:
             factors.append(
-                FactorInfo(f["name"], tuple(f["modalities"]), f["kind"], f["role"], f.get("n_values"))
+                FactorInfo(
+                    f["name"],
+                    tuple(f["modalities"]),
+                    f["kind"],
+                    f["role"],
+                    f.get("n_values"),
+                    f.get("period"),
+                )
             )
         except (KeyError, TypeError):
             raise DataError(f"{path}: factors[{i}] needs name, modalities, kind and role") from None

@@ -62,6 +62,8 @@ def factor_table(manifest: Manifest) -> tuple[dict[str, dict], dict[str, list[st
         names = []
         for f in manifest.factors_of(rep):
             factors[f.name] = {"kind": f.kind, "role": f.role, "n_values": f.n_values}
+            if f.period is not None:
+                factors[f.name]["period"] = f.period
             names.append(f.name)
         per_rep[rep] = names
     return factors, per_rep

@@ -6,7 +6,12 @@ fitting split, fit on the validation embeddings, score on the test embeddings.
 * continuous factor: ``LinearRegression`` R^2 and RBF kernel ridge R^2, grid-searched over
   alpha in {1, 0.1, 0.01, 0.001} and gamma in logspace(-2, 2, 4) with 3-fold CV
   (:mod:`mmcl.probing.kernel_ridge`, identical to scikit-learn's ``GridSearchCV``);
-* discrete factor: ``LogisticRegression`` and ``MLPClassifier`` accuracy.
+* discrete factor: ``LogisticRegression`` and ``MLPClassifier`` accuracy;
+* periodic factor (``period`` in its metadata, e.g. the object hue): ``circular``, kernel ridge
+  on (cos, sin) of the angle scored by the wrapped-difference R^2, beside the plain R^2;
+* block (the continuous, non-periodic factors of one role, or of one ``block`` in the metadata,
+  listed as ``"<name> block"``): ``block_kernel_ridge`` (joint R^2), ``mcc`` (strong mean
+  correlation coefficient) and ``weak_mcc`` (after CCA) -- :mod:`mmcl.probing.identifiability`.
 
 Chance levels: R^2 = 0 for continuous factors (predicting the mean), the test split's
 majority-class frequency for discrete ones.
@@ -44,8 +49,20 @@ PROBES: dict[str, tuple[str, ...]] = {
     "continuous": ("linear", "kernel_ridge"),
     "discrete": ("logistic", "mlp"),
 }
-ALL_PROBES: tuple[str, ...] = ("linear", "kernel_ridge", "logistic", "mlp")
-LINEAR_PROBES = ("linear", "logistic")
+# circular: periodic factors (meta "period"); mcc, weak_mcc, block_kernel_ridge: blocks of the
+# continuous factors of one role (mmcl.probing.identifiability).
+ALL_PROBES: tuple[str, ...] = (
+    "linear",
+    "kernel_ridge",
+    "logistic",
+    "mlp",
+    "circular",
+    "block_kernel_ridge",
+    "mcc",
+    "weak_mcc",
+)
+LINEAR_PROBES = ("linear", "logistic", "mcc", "weak_mcc")
+BLOCK_PROBES = ("block_kernel_ridge", "mcc", "weak_mcc")
 CV_FOLDS = 3
 
 
@@ -186,7 +203,90 @@ def probe_representation(
                 mlp_accuracy(x_fit, y_fit, x_test, y_test, seed),
                 {"random_state": seed},
             )
+    periodic = [n for n in continuous if factors[n][2].get("period")]
+    if "circular" in probes:
+        for name in periodic:
+            y_fit, y_test, meta = factors[name]
+            score, params = circular_score(
+                x_fit, y_fit, x_test, y_test, float(meta["period"]), device, solver
+            )
+            add(name, "circular", "circular_r2", score, params)
+    blocks: dict[str, list[str]] = {}
+    for name in continuous:
+        if name not in periodic:
+            meta = factors[name][2]
+            blocks.setdefault(meta.get("block") or meta.get("role", ""), []).append(name)
+    for block, members in blocks.items():
+        results += block_scores(
+            representation, block, members, factors, x_fit, x_test, probes, device, solver
+        )
     order = {p: i for i, p in enumerate(ALL_PROBES)}
-    names = list(factors)
+    names = list(factors) + [f"{b} block" for b in blocks]
     results.sort(key=lambda r: (names.index(r.factor), order[r.probe]))
     return results
+
+
+def circular_score(
+    x_fit: np.ndarray,
+    y_fit: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    period: float,
+    device: str | None,
+    solver: str,
+) -> tuple[float, dict[str, Any]]:
+    """Kernel ridge on (cos, sin) of a periodic factor, read back as an angle, wrapped R^2
+    around the fitting split's circular mean."""
+    from mmcl.probing.identifiability import angle_features, circular_mean, circular_r2, from_angle_features
+    from mmcl.probing.kernel_ridge import grid_search_kernel_ridge
+
+    (fit,) = grid_search_kernel_ridge(x_fit, angle_features(y_fit, period), device=device, solver=solver)
+    pred = from_angle_features(fit.predict(x_test), period)
+    score = circular_r2(y_test, pred, period, centre=circular_mean(y_fit, period))
+    return score, {"alpha": fit.alpha, "gamma": fit.gamma, "period": period}
+
+
+def block_scores(
+    representation: str,
+    block: str,
+    members: list[str],
+    factors: dict[str, tuple[np.ndarray, np.ndarray, dict[str, Any]]],
+    x_fit: np.ndarray,
+    x_test: np.ndarray,
+    probes: tuple[str, ...],
+    device: str | None,
+    solver: str,
+) -> list[ProbeResult]:
+    """Joint kernel-ridge R^2, strong and weak MCC of one block of continuous factors."""
+    from mmcl.probing.identifiability import mcc, weak_mcc
+    from mmcl.probing.kernel_ridge import grid_search_kernel_ridge
+
+    y_fit = np.stack([np.asarray(factors[n][0], dtype=np.float64) for n in members], axis=1)
+    y_test = np.stack([np.asarray(factors[n][1], dtype=np.float64) for n in members], axis=1)
+    role = factors[members[0]][2].get("role", "")
+    scores: list[tuple[str, str, float, dict[str, Any]]] = []
+    if "block_kernel_ridge" in probes:
+        (fit,) = grid_search_kernel_ridge(x_fit, y_fit, device=device, solver=solver)
+        scores.append(
+            ("block_kernel_ridge", "r2", fit.score(x_test, y_test), {"alpha": fit.alpha, "gamma": fit.gamma})
+        )
+    if "mcc" in probes:
+        scores.append(("mcc", "mcc", mcc(x_test, y_test), {}))
+    if "weak_mcc" in probes:
+        scores.append(("weak_mcc", "weak_mcc", weak_mcc(x_fit, y_fit, x_test, y_test), {}))
+    return [
+        ProbeResult(
+            representation,
+            f"{block} block",
+            "block",
+            role,
+            probe,
+            metric,
+            float(score),
+            0.0,
+            len(y_fit),
+            len(y_test),
+            {"factors": members, **params},
+        )
+        for probe, metric, score, params in scores
+    ]

@@ -24,6 +24,10 @@ PROBE_LABELS = {
     "kernel_ridge": "kernel ridge R²",
     "logistic": "logistic acc.",
     "mlp": "MLP acc.",
+    "circular": "circular R²",
+    "block_kernel_ridge": "block kernel ridge R²",
+    "mcc": "MCC",
+    "weak_mcc": "weak MCC",
 }
 CSV_FIELDS = [
     "representation",

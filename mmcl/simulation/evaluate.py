@@ -9,6 +9,9 @@ sample is replaced by that of a random other sample of the batch (one permutatio
 both views) before mixing, ``x'_i = f_i(c', s, m_i)``, and both the original ``c`` and the
 intervened ``c'`` are probed from the encodings of ``x'_i``.
 
+Identifiability scores beside the R^2 (``identifiability`` in the metrics): the strong and
+weak mean correlation coefficient of every block (``mmcl.probing.identifiability``).
+
 Also writes the encodings and latents in the embeddings format of ``docs/formats.md``
 (representations ``x1``, ``x2`` and, with interventions, ``x1_intervened``, ``x2_intervened``;
 one scalar factor per latent component) so that ``mmcl probe`` can read them.
@@ -25,6 +28,7 @@ import torch
 from torch import nn
 
 from mmcl.losses import fresh_negatives_symmetric, infonce_symmetric
+from mmcl.probing.identifiability import mcc, weak_mcc
 from mmcl.probing.kernel_ridge import grid_search_kernel_ridge
 from mmcl.probing.probes import linear_r2, standardize
 from mmcl.simulation.config import SimulationConfig
@@ -198,6 +202,41 @@ def probe_blocks(
     return results
 
 
+def identifiability(
+    val_reps: dict[str, np.ndarray],
+    test_reps: dict[str, np.ndarray],
+    val_blocks: dict[str, np.ndarray],
+    test_blocks: dict[str, np.ndarray],
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Strong MCC (on the test codes) and weak MCC (CCA fitted on val, scored on test) of every
+    block probed from every representation (``mmcl.probing.identifiability``)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for rep in val_reps:
+        out[rep] = {
+            b: {
+                "mcc": mcc(test_reps[rep], test_blocks[b]),
+                "weak_mcc": weak_mcc(val_reps[rep], val_blocks[b], test_reps[rep], test_blocks[b]),
+            }
+            for b in representation_blocks(rep, val_blocks)
+        }
+    return out
+
+
+def read_embeddings(run_dir: Path) -> dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """Inverse of ``write_embeddings``: split -> (latent blocks, representations)."""
+    meta = json.loads((run_dir / "embeddings.json").read_text())
+    splits = {}
+    for split in ("val", "test"):
+        with np.load(run_dir / f"embeddings_{split}.npz") as arrays:
+            reps = {rep: arrays[rep] for rep in meta["representations"]}
+            columns: dict[str, list[np.ndarray]] = {}
+            for name, info in meta["factors"].items():
+                columns.setdefault(info["block"], []).append(arrays[f"factor:{name}"])
+        blocks = {b: np.stack(cols, axis=1).astype(np.float64) for b, cols in columns.items()}
+        splits[split] = (blocks, reps)
+    return splits
+
+
 def write_embeddings(
     out_dir: Path,
     splits: dict[str, tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],
@@ -269,7 +308,8 @@ def evaluate(
         cfg.probe_solver,
         discrete_blocks(cfg),
     )
-    return {"val_loss": losses["val"], "test_loss": losses["test"], "r2": r2}
+    ident = identifiability(splits["val"][1], splits["test"][1], splits["val"][0], splits["test"][0])
+    return {"val_loss": losses["val"], "test_loss": losses["test"], "r2": r2, "identifiability": ident}
 
 
 def table_entry(metrics: dict[str, Any]) -> dict[str, float]:
@@ -284,12 +324,19 @@ def table_entry(metrics: dict[str, Any]) -> dict[str, float]:
         ]
         return float(np.mean(vals)) if vals else float("nan")
 
+    def both_mcc(kind: str) -> float:
+        ident = metrics.get("identifiability", {})
+        vals = [ident[f"x{v}"]["content"][kind] for v in (1, 2) if f"x{v}" in ident]
+        return float(np.mean(vals)) if vals else float("nan")
+
     entry = {
         "content": both("content", "content"),
         "style": both("style", "style_changed"),
         "modality_specific": both("modality_specific_1", "modality_specific_2"),
         "val_loss": float(metrics["val_loss"]),
     }
+    if "identifiability" in metrics:
+        entry |= {"content_mcc": both_mcc("mcc"), "content_weak_mcc": both_mcc("weak_mcc")}
     if "x1_intervened" in r2:
         entry |= {
             "intervened_content": both("content", "content", "_intervened"),

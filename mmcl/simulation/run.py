@@ -23,7 +23,7 @@ import torch
 import yaml
 
 from mmcl.simulation.config import SimulationConfig
-from mmcl.simulation.evaluate import evaluate, table_entry
+from mmcl.simulation.evaluate import evaluate, identifiability, read_embeddings, table_entry
 from mmcl.simulation.table import aggregate, csv_text, markdown
 from mmcl.simulation.train import TRAINING_KEYS, train
 
@@ -58,6 +58,13 @@ def run_one(
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
         if metrics.get("identity") == identity:
+            if "identifiability" not in metrics:  # a run evaluated before the MCC scores existed
+                splits = read_embeddings(run_dir)
+                metrics["identifiability"] = identifiability(
+                    splits["val"][1], splits["test"][1], splits["val"][0], splits["test"][0]
+                )
+                metrics["table"] = table_entry(metrics)
+                _write_json(metrics, metrics_path)
             return metrics
     run = train(cfg, setting, row, seed, run_dir, log=log)
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -81,9 +88,7 @@ def run_one(
         "losses": run.losses,
     }
     metrics["table"] = table_entry(metrics)
-    tmp = metrics_path.with_name(".metrics.json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, metrics_path)
+    _write_json(metrics, metrics_path)
     t = metrics["table"]
     log(
         f"[{setting}/{row}/seed{seed}] R^2 content {t['content']:.3f} style {t['style']:.3f} "
@@ -91,6 +96,12 @@ def run_one(
         f"eval {metrics['eval_seconds']:.0f}s wall / {metrics['eval_cpu_seconds']:.0f}s CPU)"
     )
     return metrics
+
+
+def _write_json(metrics: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def run_grid(

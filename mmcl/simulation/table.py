@@ -74,6 +74,8 @@ COLUMNS = {
     "intervened_content_prime": "c' (interv.)",
     "intervened_style": "s (interv.)",
     "intervened_modality_specific": "m_i (interv.)",
+    "content_mcc": "c MCC",
+    "content_weak_mcc": "c weak MCC",
 }
 
 
@@ -97,6 +99,8 @@ def columns_for(setting: str, entries: list[dict[str, float]]) -> list[str]:
         cols += ["intervened_content", "intervened_content_prime", "intervened_style"]
         if setting == "multimodal":
             cols.append("intervened_modality_specific")
+    if any("content_mcc" in e for e in entries):
+        cols += ["content_mcc", "content_weak_mcc"]
     return cols
 
 

@@ -189,3 +189,53 @@ def test_unknown_factor_and_too_few_samples(tmp_path: Path, capsys) -> None:
         from mmcl.probing.cli import run_probes
 
         run_probes(d, max_samples=2)
+
+
+def test_periodic_factor_and_blocks(tmp_path: Path) -> None:
+    """A hue encoded as (cos, sin) of its angle is identified by the circular score where the plain
+    R^2 misses the wrap-around; a block of two factors copied (permuted, rescaled) into the codes
+    has strong MCC ~1, one mixed linearly weak MCC ~1 but not strong; noise has neither."""
+
+    def mutate(splits, meta):
+        meta["factors"] = {
+            "object_color": {"kind": "continuous", "role": "style", "n_values": None, "period": 1.0},
+            "rot_a": {"kind": "continuous", "role": "image_specific", "n_values": None},
+            "rot_b": {"kind": "continuous", "role": "image_specific", "n_values": None},
+            "noise_a": {"kind": "continuous", "role": "specific_noise", "n_values": None},
+            "noise_b": {"kind": "continuous", "role": "specific_noise", "n_values": None},
+        }
+        meta["representations"] = {r: {"factors": list(meta["factors"])} for r in ("copy", "mixed")}
+        for k, arrays in splits.items():
+            rng = np.random.default_rng({"val": 11, "test": 12}[k])
+            n = len(arrays["image"])
+            hue = rng.uniform(0, 1, n)
+            a, b = rng.standard_normal(n), rng.standard_normal(n)
+            angle = np.c_[np.cos(2 * np.pi * hue), np.sin(2 * np.pi * hue)]
+            splits[k] = {
+                "copy": np.c_[angle, -2 * b, 0.5 * a].astype(np.float32),
+                "mixed": np.c_[angle, a + b, a - 0.5 * b].astype(np.float32),
+                "factor:object_color": hue,
+                "factor:rot_a": a,
+                "factor:rot_b": b,
+                "factor:noise_a": rng.standard_normal(n),
+                "factor:noise_b": rng.standard_normal(n),
+            }
+
+    d = write_dir(tmp_path / "emb", 400, 400, mutate)
+    assert main([str(d), "--probes", "kernel_ridge,circular,block_kernel_ridge,mcc,weak_mcc"]) == 0
+    data = json.loads((d / "probe" / "results.json").read_text())["results"]
+    res = {(r["representation"], r["factor"], r["probe"]): r for r in data}
+    circ = res[("copy", "object_color", "circular")]
+    assert circ["metric"] == "circular_r2" and circ["score"] > 0.95
+    assert circ["score"] > res[("copy", "object_color", "kernel_ridge")]["score"] + 0.05
+    block = res[("copy", "image_specific block", "mcc")]
+    assert block["kind"] == "block" and block["params"]["factors"] == ["rot_a", "rot_b"]
+    assert block["score"] > 0.99
+    assert res[("mixed", "image_specific block", "weak_mcc")]["score"] > 0.99
+    assert res[("mixed", "image_specific block", "mcc")]["score"] < 0.95
+    assert res[("copy", "image_specific block", "block_kernel_ridge")]["score"] > 0.9
+    for rep in ("copy", "mixed"):
+        assert res[(rep, "specific_noise block", "mcc")]["score"] < 0.2
+        assert res[(rep, "specific_noise block", "block_kernel_ridge")]["score"] < 0.05
+    md = (d / "probe" / "results.md").read_text()
+    assert "circular R²" in md and "weak MCC" in md
