@@ -9,7 +9,7 @@
   grammar (an unparseable sentence is wrong for every factor). Per factor (shape / x / y) and
   for all three at once.
 * **Probing matrix** (Fig. 9.3a/b): c (full-set PoE mean), m_image and m_text (posterior means)
-  x every numeric factor, probes of ``mmcl.probing`` fitted on val, scored on test; written as
+  and their posterior log-variances (``m_<i>_logvar``) x every numeric factor, probes of ``mmcl.probing`` fitted on val, scored on test; written as
   embeddings in the docs/formats.md format (``mmcl probe EVAL/embeddings`` reruns them) and as
   a heatmap. Content leakage = accuracy on shape / x / y from m_i against chance.
 * **Test ELBO** per modality (Eq. 9.4, nats per example, c drawn as in training, fixed seed).
@@ -24,7 +24,9 @@
 * **Fresh-critic MI** (:mod:`mmcl.dmvae.critic`): I(c; m_i) by a new critic trained to
   convergence on the frozen latents (c = full-set PoE mean, one seeded draw of m_i ~ q(m_i | x_i))
   of the fitting split, estimated on the scoring split,
-  beside the linear and MLP probes of m_i. The stage-1 probes of c also cover each unimodal
+  beside the linear and MLP probes of m_i; and I(shape, x, y; m_i), the same critic on the
+  one-hot content factors, which measures content alone (c also carries image-only factors).
+  The stage-1 probes of c also cover each unimodal
   expert (``c_image``, ``c_text``: the means of q(c | x_i)).
 """
 
@@ -57,7 +59,9 @@ from mmcl.dmvae.run import LoadedRun, load_run
 from mmcl.dmvae.stage2 import SpecificModule
 from mmcl.paths import relative_to_folder
 
-REPRESENTATIONS = ("c", "c_image", "c_text", "m_image", "m_text")
+# m_<i>_logvar: the posterior log-variances of q(m_i | x_i), probed beside the means because a
+# penalty that empties the mean can leave content in how noisy the draw is (docs/dmvae).
+REPRESENTATIONS = ("c", "c_image", "c_text", "m_image", "m_text", "m_image_logvar", "m_text_logvar")
 CONTENT = ("object_shape", "object_xpos", "object_ypos")
 NONLINEAR = {"discrete": "mlp", "continuous": "kernel_ridge"}
 LINEAR = {"discrete": "logistic", "continuous": "linear"}
@@ -80,12 +84,12 @@ def numeric_factors(manifest: Manifest) -> dict[str, dict]:
 # ----------------------------------------------------------------------------- embeddings
 @torch.no_grad()
 def encode_split(module: SpecificModule, data, split: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """c (full-set PoE mean), the unimodal content means, the m_i means and one seeded draw
+    """c (full-set PoE mean), the unimodal content means, the m_i means and log-variances and one seeded draw
     ``m_<i>_sample`` from each q(m_i | x_i) of ``split`` with every numeric factor, rows sorted by
     sample index."""
     g = torch.Generator().manual_seed(seed)
     reps: dict[str, list[torch.Tensor]] = {
-        r: [] for r in ("c", "c_image", "c_text", "m_image", "m_text", "m_image_sample", "m_text_sample")
+        r: [] for r in REPRESENTATIONS + ("m_image_sample", "m_text_sample")
     }
     factors: dict[str, list[torch.Tensor]] = {}
     index = []
@@ -100,6 +104,7 @@ def encode_split(module: SpecificModule, data, split: str, seed: int = 0) -> dic
             if m in module.modalities:
                 q = module.encode_specific(m, module.inputs(m, batch)[0])
                 reps[f"m_{m}"].append(q.mean)
+                reps[f"m_{m}_logvar"].append(q.logvar)
                 reps[f"m_{m}_sample"].append(sample_gaussian(q, g))
         index.append(batch["index"])
         for modality in MODALITIES:
@@ -112,6 +117,15 @@ def encode_split(module: SpecificModule, data, split: str, seed: int = 0) -> dic
         values = torch.cat(parts)[order]
         out[f"factor:{name}"] = values.numpy().astype(np.int64 if values.dtype == torch.int64 else np.float64)
     return out
+
+
+def content_one_hot(arrays: dict[str, np.ndarray], factors: list[str]) -> np.ndarray:
+    """The ground-truth content factors of one split, one-hot and concatenated."""
+    parts = []
+    for f in factors:
+        values = arrays[f"factor:{f}"].astype(np.int64)
+        parts.append(np.eye(int(values.max()) + 1)[values])
+    return np.concatenate(parts, axis=1)
 
 
 def write_embeddings(
@@ -365,7 +379,7 @@ def leakage(matrix: dict) -> dict[str, dict[str, dict[str, float]]]:
     """Content accuracy of m_i against chance, per probe family (the ablation's y-axis)."""
     out: dict[str, dict] = {}
     for family in ("linear", "nonlinear"):
-        for rep in ("m_image", "m_text", "c", "c_image", "c_text"):
+        for rep in ("m_image", "m_text", "m_image_logvar", "m_text_logvar", "c", "c_image", "c_text"):
             cells = matrix[family].get(rep, {})
             for f in CONTENT:
                 if f in cells:
@@ -521,6 +535,23 @@ def evaluate(
                 for rep in ("m_image", "m_text")
                 if rep in arrays[split]
             }
+            # I(content factors; m_i): c also carries what only the image shows (MoPoE-InfoNCE
+            # contrasts c_A with a full set that contains A), which m_image must keep, so
+            # I(c; m_image) > 0 even when no content is left (docs/dmvae, critic decomposition)
+            present = [f for f in CONTENT if f"factor:{f}" in arrays[split]]
+            if present:
+                onehot = {s: content_one_hot(arrays[s], present) for s in ("val", split)}
+                metrics["mi_fresh_critic_content"] = {
+                    rep: fresh_critic_mi(
+                        onehot["val"],
+                        arrays["val"][f"{rep}_sample"],
+                        onehot[split],
+                        arrays[split][f"{rep}_sample"],
+                        seed,
+                    )
+                    for rep in ("m_image", "m_text")
+                    if rep in arrays[split]
+                }
     rows = []
     for direction in ("text2image", "image2text"):
         for f, v in coh.get(direction, {}).items():
@@ -564,6 +595,10 @@ def summary(metrics: dict, run_dir: str | Path | None = None) -> str:
         lines.append(
             f"  I(c; {rep}) by a fresh critic: {est['density_ratio']:.3f} nats "
             f"(DV lower bound {est['dv_lower_bound']:.3f}, {est['steps']} steps)"
+        )
+    for rep, est in (metrics.get("mi_fresh_critic_content") or {}).items():
+        lines.append(
+            f"  I(shape, x, y; {rep}) by a fresh critic: {est['density_ratio']:.3f} nats ({est['steps']} steps)"
         )
     for rep, fam in (metrics.get("leakage") or {}).items():
         what = "content" if rep.startswith("c") else "leakage"

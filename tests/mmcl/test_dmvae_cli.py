@@ -162,11 +162,13 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
 
     assert probe_main([str(out / "embeddings"), "--probes", "logistic", "--out", str(tmp_path / "p")]) == 0
     emb = json.loads((out / "embeddings" / "embeddings.json").read_text())
-    assert set(emb["representations"]) == {"c", "c_image", "c_text", "m_image", "m_text"}
-    assert set(metrics["leakage"]) == {"c", "c_image", "c_text", "m_image", "m_text"}
+    reps = {"c", "c_image", "c_text", "m_image", "m_text", "m_image_logvar", "m_text_logvar"}
+    assert set(emb["representations"]) == reps and set(metrics["leakage"]) == reps
     for rep in ("m_image", "m_text"):
-        est = metrics["mi_fresh_critic"][rep]
-        assert np.isfinite(est["density_ratio"]) and est["steps"] >= 1
+        for key in ("mi_fresh_critic", "mi_fresh_critic_content"):
+            est = metrics[key][rep]
+            assert np.isfinite(est["density_ratio"]) and est["steps"] >= 1
+    assert "mi_content_critic_m_text" in table[0]
     npz = np.load(out / "embeddings" / "embeddings_test.npz")
     assert (
         npz["c"].shape == (16, 4)
@@ -306,3 +308,13 @@ def test_killed_fit_resumes_to_completion(tiny_dataset, tmp_path):
     assert rc.returncode == 0, rc.stderr[-2000:]
     assert "resuming" in rc.stdout
     assert _state(ckpt)["global_step"] == step + 6
+
+
+def test_content_one_hot_concatenates_each_factor():
+    from mmcl.dmvae.evaluate import content_one_hot
+
+    arrays = {"factor:object_shape": np.array([0, 2, 1]), "factor:object_xpos": np.array([1, 0, 1])}
+    np.testing.assert_array_equal(
+        content_one_hot(arrays, ["object_shape", "object_xpos"]),
+        [[1, 0, 0, 0, 1], [0, 0, 1, 1, 0], [0, 1, 0, 0, 1]],
+    )
