@@ -118,7 +118,7 @@ class Demo:
         ran = []
         for cmd in commands():
             self.run(cmd, name if prefix else None)
-            ran.append(shlex.join(cmd))
+            ran.append(shlex.join(repo_relative(arg) for arg in cmd))  # no path of this machine
         seconds = time.perf_counter() - t0
         self.timings[name] = seconds
         self.stages.mkdir(parents=True, exist_ok=True)

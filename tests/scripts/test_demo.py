@@ -57,6 +57,7 @@ def test_demo_runs_every_stage_writes_the_report_and_skips_done_stages(tmp_path,
     for stage in STAGES:
         marker = json.loads((out / ".stages" / f"{stage}.json").read_text())
         assert marker["commands"] and marker["seconds"] >= 0
+        assert str(REPO) not in " ".join(marker["commands"])  # repo paths recorded relative to it
     report = (out / "report.md").read_text()
     for png in (
         "contact_sheet.png",
