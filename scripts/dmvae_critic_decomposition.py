@@ -32,16 +32,6 @@ sys.path.insert(0, str(REPO))
 from mmcl.dmvae.critic import fresh_critic_mi  # noqa: E402
 from mmcl.paths import relative_inside  # noqa: E402
 
-CONTENT = ("object_shape", "object_xpos", "object_ypos")
-IMAGE_ONLY = (
-    "object_alpharot",
-    "object_betarot",
-    "object_gammarot",
-    "spotlight_pos",
-    "spotlight_color",
-    "background_color",
-)
-
 
 def one_hot(values: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n)[values.astype(np.int64)]
@@ -61,7 +51,10 @@ def main() -> None:
     torch.set_num_threads(1)
     meta = json.loads((args.embeddings / "embeddings.json").read_text())
     fit, ev = (np.load(args.embeddings / f"embeddings_{s}.npz") for s in ("val", "test"))
-    sizes = {f: int(max(fit[f"factor:{f}"].max(), ev[f"factor:{f}"].max())) + 1 for f in CONTENT}
+    factors = meta["factors"]  # roles from the dataset's manifest
+    content = [f for f, m in factors.items() if m["role"] == "content" and f"factor:{f}" in fit]
+    image_only = [f for f, m in factors.items() if m["role"] == "image_specific" and f"factor:{f}" in fit]
+    sizes = {f: int(max(fit[f"factor:{f}"].max(), ev[f"factor:{f}"].max())) + 1 for f in content}
 
     def inputs(arr, coef=None):
         c_text = arr["c_text"]
@@ -69,8 +62,8 @@ def main() -> None:
         return {
             "c": arr["c"],
             "c_text": c_text,
-            "content": np.concatenate([one_hot(arr[f"factor:{f}"], sizes[f]) for f in CONTENT], axis=1),
-            "image_only": np.stack([arr[f"factor:{f}"] for f in IMAGE_ONLY], axis=1),
+            "content": np.concatenate([one_hot(arr[f"factor:{f}"], sizes[f]) for f in content], axis=1),
+            "image_only": np.stack([arr[f"factor:{f}"] for f in image_only], axis=1),
             "c_image_only": arr["c"] - design @ coef if coef is not None else None,
         }
 
@@ -93,6 +86,8 @@ def main() -> None:
         "scoring_split": "test",
         "n_fit": int(len(fit["c"])),
         "n_eval": int(len(ev["c"])),
+        "content_factors": content,
+        "image_only_factors": image_only,
         "estimates": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
