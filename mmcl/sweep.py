@@ -16,6 +16,14 @@ Two kinds of sweep, one run per (encoding size K, seed S):
 
   and the last ``val/loss`` of ``RUN/train/logs/version_*/metrics.csv`` (Fig. 8.4b).
 
+Scaling past one process: the (K, seed) points are numbered in the order K, then seed
+(``points`` lists them); ``--points i:j`` runs only points i..j-1 (one job of a scheduler's array,
+e.g. ``--points $SLURM_ARRAY_TASK_ID:$((SLURM_ARRAY_TASK_ID+1))``), ``--jobs N`` runs every point
+N at a time on this machine (each a ``--points`` subprocess with ``cpu_count / N`` threads), and
+``--collect`` only reads the finished points and draws. Each finished point leaves
+``points/k<K>_seed<S>.json`` (its score records and validation loss); the tables and figures are
+built from those files in point order, so they are the same however the points were split.
+
 Outputs in the sweep directory: ``scores.csv`` (long format: one row per K, seed,
 representation, factor, probe), ``val_loss.csv``, ``fig8_3.png`` (score vs encoding size, mean
 and +-1 std band over seeds, one line per factor; content factors bold and style factors italic
@@ -442,22 +450,111 @@ def write_outputs(
     return summary
 
 
-def run_sweep(cfg: SweepConfig, out: Path, command: str = "", log=print) -> dict[str, Any]:
+def points(cfg: SweepConfig) -> list[tuple[int, int]]:
+    """Every (encoding size, seed) of the sweep, in the order the tables list them."""
+    return [(k, seed) for k in cfg.encoding_sizes for seed in cfg.seeds]
+
+
+def point_file(out: Path, k: int, seed: int) -> Path:
+    return out / "points" / f"k{k}_seed{seed}.json"
+
+
+def parse_points(text: str, n: int) -> range:
+    """``i:j`` (Python slice bounds, either may be empty) or ``i`` -> the indices of points."""
+    try:
+        if ":" in text:
+            lo, hi = text.split(":", 1)
+            chosen = range(n)[slice(int(lo) if lo else None, int(hi) if hi else None)]
+        else:
+            chosen = range(int(text), int(text) + 1)
+    except ValueError:
+        raise SweepError(f"--points must be I:J or I (integers), got {text!r}") from None
+    if not chosen or chosen.start < 0 or chosen.stop > n:
+        raise SweepError(f"--points {text} selects no point of the {n} of this sweep (0..{n - 1})")
+    return chosen
+
+
+def run_points(cfg: SweepConfig, out: Path, chosen: range, log=print) -> None:
+    """Run (or find finished) the points ``chosen``; each leaves its point file."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
     run = simulation_run if cfg.kind == "simulation" else m3di_run
+    all_points = points(cfg)
+    t0 = time.perf_counter()
+    for i in chosen:
+        k, seed = all_points[i]
+        path = point_file(out, k, seed)
+        if path.exists():
+            continue
+        recs, loss = run(cfg, k, seed, out, log)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(
+            json.dumps({"encoding_size": k, "seed": seed, "val_loss": loss, "records": recs}) + "\n"
+        )
+        os.replace(tmp, path)
+        log(
+            f"[sweep] point {i} (encoding size {k} seed {seed}): val loss {loss:.4f} "
+            f"({time.perf_counter() - t0:.0f}s)"
+        )
+
+
+def collect(cfg: SweepConfig, out: Path, command: str = "") -> dict[str, Any]:
+    """Tables and figures from the point files of every point (an error names missing ones)."""
+    missing = [
+        f"{i} (K={k}, seed {s})" for i, (k, s) in enumerate(points(cfg)) if not point_file(out, k, s).exists()
+    ]
+    if missing:
+        raise SweepError(
+            f"{out}: {len(missing)} point(s) not finished: {', '.join(missing[:6])}"
+            f"{' ...' if len(missing) > 6 else ''}; run them (--points I:J) before --collect"
+        )
     records: list[dict] = []
     losses: dict[tuple[int, int], float] = {}
-    t0 = time.perf_counter()
-    for k in cfg.encoding_sizes:
-        for seed in cfg.seeds:
-            recs, loss = run(cfg, k, seed, out, log)
-            records += recs
-            losses[(k, seed)] = loss
-            log(
-                f"[sweep] encoding size {k} seed {seed}: val loss {loss:.4f} ({time.perf_counter() - t0:.0f}s)"
-            )
+    for k, seed in points(cfg):
+        data = json.loads(point_file(out, k, seed).read_text())
+        records += data["records"]
+        losses[(k, seed)] = float(data["val_loss"])
     return write_outputs(cfg, records, losses, out, command)
+
+
+def run_parallel(
+    cfg: SweepConfig, out: Path, config_path: str, jobs: int, overrides: list[str], log=print
+) -> None:
+    """Every point, ``jobs`` at a time, each in its own ``mmcl sweep --points`` process."""
+    todo = [i for i, (k, s) in enumerate(points(cfg)) if not point_file(out, k, s).exists()]
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+    out.mkdir(parents=True, exist_ok=True)
+    running: dict[int, tuple[subprocess.Popen, Any]] = {}
+    failed: list[str] = []
+    while todo or running:
+        while todo and len(running) < jobs:
+            i = todo.pop(0)
+            log_path = out / "points" / f"point{i}.log"
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(log_path, "a")
+            cmd = [sys.executable, "-m", "mmcl.cli", "sweep", "--config", config_path, "--out", str(out)]
+            cmd += [*overrides, "--points", f"{i}:{i + 1}", "--no-collect"]
+            running[i] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh)
+            log(f"[sweep] point {i} started ({threads} thread(s)), log {log_path}")
+        time.sleep(0.5)
+        for i, (proc, fh) in list(running.items()):
+            if proc.poll() is not None:
+                fh.close()
+                del running[i]
+                if proc.returncode != 0:
+                    failed.append(f"{i} (exit {proc.returncode}, log {out / 'points' / f'point{i}.log'})")
+                else:
+                    log(f"[sweep] point {i} finished")
+    if failed:
+        raise SweepError(f"sweep point(s) failed: {', '.join(failed)}")
+
+
+def run_sweep(cfg: SweepConfig, out: Path, command: str = "", log=print) -> dict[str, Any]:
+    """Every point in this process, then the tables and figures."""
+    run_points(cfg, out, range(len(points(cfg))), log)
+    return collect(cfg, out, command)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -467,16 +564,52 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="output directory (default: the config's 'out', else runs/sweep/<name>)")
     p.add_argument("--encoding-sizes", help="override, e.g. '[1, 5, 8]'")
     p.add_argument("--seeds", help="override, e.g. '[0]'")
+    p.add_argument("--points", help="run only points I:J of the sweep (numbered K-major; see --list)")
+    p.add_argument("--jobs", type=int, default=1, help="run N points at a time, each in its own process")
+    p.add_argument(
+        "--collect", action="store_true", help="only build tables and figures from finished points"
+    )
+    p.add_argument(
+        "--no-collect", action="store_true", help="with --points: do not build the tables afterwards"
+    )
+    p.add_argument("--list", action="store_true", help="print the numbered points and exit")
     args = p.parse_args(argv)
     overrides = {
         k: yaml.safe_load(v)
         for k, v in (("encoding_sizes", args.encoding_sizes), ("seeds", args.seeds))
         if v is not None
     }
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    command = "mmcl sweep " + " ".join(argv)
     try:
         cfg = load_sweep_config(args.config, overrides)
         out = Path(args.out or cfg.out or Path("runs/sweep") / Path(args.config).stem)
-        summary = run_sweep(cfg, out, "mmcl sweep " + " ".join(argv), log=lambda m: print(m, flush=True))
+        if args.list:
+            for i, (k, seed) in enumerate(points(cfg)):
+                done = "done" if point_file(out, k, seed).exists() else "to do"
+                print(f"{i}\tencoding size {k}\tseed {seed}\t{done}")
+            return 0
+        if args.jobs < 1:
+            raise SweepError(f"--jobs must be >= 1, got {args.jobs}")
+        if not args.collect:
+            if args.points is not None:
+                run_points(cfg, out, parse_points(args.points, len(points(cfg))), log)
+                if args.no_collect or any(not point_file(out, k, s).exists() for k, s in points(cfg)):
+                    log(
+                        f"[sweep] points {args.points} done; `mmcl sweep --config {args.config} --collect` draws"
+                    )
+                    return 0
+            elif args.jobs > 1:
+                passed = [
+                    a
+                    for pair in (("--encoding-sizes", args.encoding_sizes), ("--seeds", args.seeds))
+                    if pair[1] is not None
+                    for a in pair
+                ]
+                run_parallel(cfg, out, args.config, args.jobs, passed, log)
+            else:
+                run_points(cfg, out, range(len(points(cfg))), log)
+        summary = collect(cfg, out, command)
     except (SweepError, ValueError) as err:
         return user_error("mmcl sweep", err)
     vl = summary["val_loss"]

@@ -40,6 +40,19 @@ def test_shipped_sweep_configs_load() -> None:
         assert cfg.encoding_sizes == sorted(cfg.encoding_sizes)
 
 
+def test_points_are_numbered_k_major_and_checked(tmp_path: Path, capsys) -> None:
+    from mmcl.sweep import parse_points, points
+
+    cfg = load_sweep_config(tiny_simulation_sweep(tmp_path), {"seeds": [0, 1]})
+    assert points(cfg) == [(1, 0), (1, 1), (2, 0), (2, 1), (4, 0), (4, 1)]
+    assert list(parse_points("4:", 6)) == [4, 5] and list(parse_points("3", 6)) == [3]
+    for bad in ("6:7", "x", "3:3"):
+        with pytest.raises(SweepError, match="--points"):
+            parse_points(bad, 6)
+    assert main(["--config", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "o"), "--list"]) == 0
+    assert "2\tencoding size 4\tseed 0\tto do" in capsys.readouterr().out
+
+
 def test_bad_sweep_config_is_one_sentence(tmp_path: Path) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"kind": "simulation", "encoding_sizes": [1], "seeds": [0], "sedes": [1]}))
@@ -54,20 +67,39 @@ def test_bad_sweep_config_is_one_sentence(tmp_path: Path) -> None:
         load_sweep_config(path)
 
 
-def test_simulation_sweep_finds_the_content_size(tmp_path: Path) -> None:
-    """Content has 2 dimensions: the validation loss drops from K=1 to K=2 and then flattens
-    (elbow at 2), and content is predicted better with K=2 than with K=1."""
+def tiny_simulation_sweep(tmp_path: Path) -> Path:
     cfg = {
         "kind": "simulation", "encoding_sizes": [1, 2, 4], "seeds": [0],
         "simulation": {"config": None, "setting": "multimodal", "row": "p1.0", "overrides": {
             "content_n": 2, "style_n": 2, "modality_n": 2, "cond_pool": 2000, "encoder_widths": [64, 128, 64],
             "batch_size": 256, "steps": 400, "lr": 3e-3, "eval_samples": 450, "interventions": False,
-            "checkpoint_every": 200, "log_every": 200, "device": "cpu"}},
+            "checkpoint_every": 200, "log_every": 200, "device": "cpu", "threads": 1}},
     }  # fmt: skip
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_simulation_sweep_finds_the_content_size(tmp_path: Path) -> None:
+    """Content has 2 dimensions: the validation loss drops from K=1 to K=2 and then flattens
+    (elbow at 2), and content is predicted better with K=2 than with K=1. Then the same sweep split
+    into scheduler-style jobs (--points) and run two at a time (--jobs 2, separate processes)
+    gives the same tables and figures."""
+    path = tiny_simulation_sweep(tmp_path)
     out = tmp_path / "out"
     assert main(["--config", str(path), "--out", str(out)]) == 0
+    split = tmp_path / "split"
+    assert main(["--config", str(path), "--out", str(split), "--points", "2:3"]) == 0
+    assert not (split / "scores.csv").exists()  # points 0, 1 not done yet: nothing drawn
+    assert main(["--config", str(path), "--out", str(split), "--collect"]) == 2  # names the missing points
+    assert main(["--config", str(path), "--out", str(split), "--points", "0:2", "--no-collect"]) == 0
+    assert main(["--config", str(path), "--out", str(split), "--collect"]) == 0
+    parallel = tmp_path / "parallel"
+    assert main(["--config", str(path), "--out", str(parallel), "--jobs", "2"]) == 0
+    assert (parallel / "points" / "point0.log").stat().st_size > 0
+    for other in (split, parallel):
+        for name in ("scores.csv", "val_loss.csv", "fig8_3.png", "fig8_4.png"):
+            assert (other / name).read_bytes() == (out / name).read_bytes(), (other.name, name)
     for name in ("fig8_3.png", "fig8_4.png", "scores.csv", "val_loss.csv", "summary.json"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
