@@ -140,8 +140,10 @@ def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None)
 # --- one run per (K, seed) ---------------------------------------------------------------------------
 
 
-def simulation_run(cfg: SweepConfig, k: int, seed: int, out: Path, log=print) -> tuple[list[dict], float]:
-    """Score records and validation loss of one simulation run with encoding size k."""
+def simulation_run(
+    cfg: SweepConfig, k: int, seed: int, out: Path, log=print
+) -> tuple[list[dict], float, dict[str, float]]:
+    """Score records, validation loss and seconds per phase of one simulation run with encoding size k."""
     from mmcl.simulation.config import load_config
     from mmcl.simulation.run import run_one
 
@@ -180,7 +182,8 @@ def simulation_run(cfg: SweepConfig, k: int, seed: int, out: Path, log=print) ->
         )
         if not np.isnan(table.get(block, np.nan))
     ]
-    return records, float(metrics["val_loss"])
+    seconds = {"train": metrics.get("train_seconds", 0.0), "probe": metrics.get("eval_seconds", 0.0)}
+    return records, float(metrics["val_loss"]), seconds
 
 
 def _run_logged(cmd: list[str], log_path: Path) -> None:
@@ -211,8 +214,24 @@ def last_val_loss(train_dir: Path) -> float:
     )
 
 
-def m3di_run(cfg: SweepConfig, k: int, seed: int, out: Path, log=print) -> tuple[list[dict], float]:
-    """mmcl fit -> mmcl embed -> probe, for encoding size k and seed."""
+def _timed(marker: Path, action) -> None:
+    """Run ``action`` and leave ``marker`` holding its wall seconds (the step is then done)."""
+    t0 = time.perf_counter()
+    action()
+    marker.write_text(json.dumps({"seconds": round(time.perf_counter() - t0, 1)}) + "\n")
+
+
+def _marker_seconds(marker: Path) -> float:
+    try:
+        return float(json.loads(marker.read_text())["seconds"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return float("nan")  # a marker written before the seconds were recorded
+
+
+def m3di_run(
+    cfg: SweepConfig, k: int, seed: int, out: Path, log=print
+) -> tuple[list[dict], float, dict[str, float]]:
+    """mmcl fit -> mmcl embed -> probe, for encoding size k and seed; also the wall seconds of each."""
     from mmcl.probing.cli import run_probes
 
     m = cfg.multimodal3dident
@@ -222,47 +241,39 @@ def m3di_run(cfg: SweepConfig, k: int, seed: int, out: Path, log=print) -> tuple
     mmcl = [sys.executable, "-m", "mmcl.cli"]
     if not (run_dir / "fit.done").exists():
         log(f"[sweep] K={k} seed={seed}: mmcl fit")
-        _run_logged(
-            mmcl
-            + [
-                "fit",
-                "--config",
-                m.train_config,
-                "--model.encoding_size",
-                str(k),
-                "--seed_everything",
-                str(seed),
-                "--trainer.default_root_dir",
-                str(train_dir),
-                "--data.root",
-                m.dataset_root,
-                *m.fit_args,
-                "--ckpt_path",
-                "last",
-            ],
-            run_dir / "fit.log",
-        )
-        (run_dir / "fit.done").write_text("ok\n")
+        fit_cmd = mmcl + [
+            "fit",
+            "--config",
+            m.train_config,
+            "--model.encoding_size",
+            str(k),
+            "--seed_everything",
+            str(seed),
+            "--trainer.default_root_dir",
+            str(train_dir),
+            "--data.root",
+            m.dataset_root,
+            *m.fit_args,
+            "--ckpt_path",
+            "last",
+        ]
+        _timed(run_dir / "fit.done", lambda: _run_logged(fit_cmd, run_dir / "fit.log"))
         (run_dir / "embed.done").unlink(missing_ok=True)
     if not (run_dir / "embed.done").exists():
         log(f"[sweep] K={k} seed={seed}: mmcl embed")
         ckpt = train_dir / "checkpoints" / "last.ckpt"
-        _run_logged(
-            mmcl
-            + [
-                "embed",
-                str(ckpt),
-                m.dataset_root,
-                "--split",
-                "val",
-                "test",
-                "--out",
-                str(emb_dir),
-                *m.embed_args,
-            ],
-            run_dir / "embed.log",
-        )
-        (run_dir / "embed.done").write_text("ok\n")
+        embed_cmd = mmcl + [
+            "embed",
+            str(ckpt),
+            m.dataset_root,
+            "--split",
+            "val",
+            "test",
+            "--out",
+            str(emb_dir),
+            *m.embed_args,
+        ]
+        _timed(run_dir / "embed.done", lambda: _run_logged(embed_cmd, run_dir / "embed.log"))
     results_path = emb_dir / "probe" / "results.json"
     if not results_path.exists() or (results_path.stat().st_mtime < (run_dir / "embed.done").stat().st_mtime):
         log(f"[sweep] K={k} seed={seed}: probe")
@@ -274,7 +285,13 @@ def m3di_run(cfg: SweepConfig, k: int, seed: int, out: Path, log=print) -> tuple
             seed=seed,
             log=lambda msg: None,
         )
-    results = json.loads(results_path.read_text())["results"]
+    probe = json.loads(results_path.read_text())
+    results = probe["results"]
+    seconds = {
+        "fit": _marker_seconds(run_dir / "fit.done"),
+        "embed": _marker_seconds(run_dir / "embed.done"),
+        "probe": float(probe.get("seconds", float("nan"))),
+    }
     records = [
         {
             "encoding_size": k,
@@ -290,7 +307,7 @@ def m3di_run(cfg: SweepConfig, k: int, seed: int, out: Path, log=print) -> tuple
         }
         for r in results
     ]
-    return records, last_val_loss(train_dir)
+    return records, last_val_loss(train_dir), seconds
 
 
 # --- aggregation and figures ------------------------------------------------------------------------
@@ -415,8 +432,15 @@ def plot_fig8_4(summary: dict[str, Any], path: Path, title: str) -> None:
 
 
 def write_outputs(
-    cfg: SweepConfig, records: list[dict], losses: dict[tuple[int, int], float], out: Path, command: str
+    cfg: SweepConfig,
+    records: list[dict],
+    losses: dict[tuple[int, int], float],
+    out: Path,
+    command: str,
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
+    """scores.csv, val_loss.csv, the figures and summary.json (with the wall seconds per phase
+    summed over the points and the probe's share of them)."""
     fields = [
         "encoding_size",
         "seed",
@@ -445,7 +469,12 @@ def write_outputs(
     )
     plot_fig8_3(summary, out / "fig8_3.png", f"Fig. 8.3 ({what})")
     plot_fig8_4(summary, out / "fig8_4.png", f"Fig. 8.4 ({what})")
-    summary = {"command": command, "config": asdict(cfg), **summary}
+    seconds = seconds or {}
+    timing: dict[str, Any] = {"seconds": {k: round(v, 1) if v == v else None for k, v in seconds.items()}}
+    total = sum(v for v in seconds.values() if v == v)
+    if total > 0 and "probe" in seconds:
+        timing["probe_share"] = round(seconds["probe"] / total, 4)
+    summary = {"command": command, "config": asdict(cfg), "timing": timing, **summary}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -486,12 +515,11 @@ def run_points(cfg: SweepConfig, out: Path, chosen: range, log=print) -> None:
         path = point_file(out, k, seed)
         if path.exists():
             continue
-        recs, loss = run(cfg, k, seed, out, log)
+        recs, loss, seconds = run(cfg, k, seed, out, log)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(
-            json.dumps({"encoding_size": k, "seed": seed, "val_loss": loss, "records": recs}) + "\n"
-        )
+        point = {"encoding_size": k, "seed": seed, "val_loss": loss, "seconds": seconds, "records": recs}
+        tmp.write_text(json.dumps(point) + "\n")
         os.replace(tmp, path)
         log(
             f"[sweep] point {i} (encoding size {k} seed {seed}): val loss {loss:.4f} "
@@ -511,11 +539,14 @@ def collect(cfg: SweepConfig, out: Path, command: str = "") -> dict[str, Any]:
         )
     records: list[dict] = []
     losses: dict[tuple[int, int], float] = {}
+    seconds: dict[str, float] = {}
     for k, seed in points(cfg):
         data = json.loads(point_file(out, k, seed).read_text())
         records += data["records"]
         losses[(k, seed)] = float(data["val_loss"])
-    return write_outputs(cfg, records, losses, out, command)
+        for phase, v in data.get("seconds", {}).items():
+            seconds[phase] = seconds.get(phase, 0.0) + v
+    return write_outputs(cfg, records, losses, out, command, seconds)
 
 
 def run_parallel(

@@ -106,6 +106,9 @@ def test_simulation_sweep_finds_the_content_size(tmp_path: Path) -> None:
     loss = dict(zip(summary["val_loss"]["sizes"], summary["val_loss"]["mean"], strict=True))
     assert loss[1] > loss[2] + 0.3
     assert summary["val_loss"]["elbow"] == 2
+    assert (
+        set(summary["timing"]["seconds"]) == {"train", "probe"} and 0 < summary["timing"]["probe_share"] < 1
+    )
     content = summary["scores"]["x1, x2 (mean)"]["content"]
     r2 = dict(zip(content["sizes"], content["mean"], strict=True))
     assert r2[2] > 0.7 and r2[2] > r2[1] + 0.2
@@ -138,6 +141,10 @@ def test_m3di_sweep_runs_fit_embed_probe(tiny_dataset, tmp_path: Path) -> None:
     assert "object_zpos" not in image  # constant factor skipped
     assert all(0 <= v <= 1 for v in image["object_shape"]["mean"])
     assert len(summary["val_loss"]["mean"]) == 2 and all(v > 0 for v in summary["val_loss"]["mean"])
+    assert set(summary["timing"]["seconds"]) == {"fit", "embed", "probe"}
+    assert (
+        all(v > 0 for v in summary["timing"]["seconds"].values()) and 0 < summary["timing"]["probe_share"] < 1
+    )
     ckpt = out / "encoding_size=3" / "seed=0" / "train" / "checkpoints" / "last.ckpt"
     import torch
 
