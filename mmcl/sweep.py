@@ -22,7 +22,10 @@ e.g. ``--points $SLURM_ARRAY_TASK_ID:$((SLURM_ARRAY_TASK_ID+1))``), ``--jobs N``
 N at a time on this machine (each a ``--points`` subprocess with ``cpu_count / N`` threads), and
 ``--collect`` only reads the finished points and draws. Each finished point leaves
 ``points/k<K>_seed<S>.json`` (its score records and validation loss); the tables and figures are
-built from those files in point order, so they are the same however the points were split.
+built from those files in point order, so they are the same however the points were split (bit
+for bit when the runs' thread count is fixed: ``threads`` in a simulation config; ``--jobs`` gives
+each point process ``cpu_count / N`` threads otherwise). A point file made under other sweep
+settings is refused, not reused.
 
 Outputs in the sweep directory: ``scores.csv`` (long format: one row per K, seed,
 representation, factor, probe), ``val_loss.csv``, ``fig8_3.png`` (score vs encoding size, mean
@@ -35,11 +38,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -503,8 +508,28 @@ def parse_points(text: str, n: int) -> range:
     return chosen
 
 
+def fingerprint(cfg: SweepConfig) -> str:
+    """What a point's result depends on besides its own K and seed: every other sweep key."""
+    what = {k: v for k, v in asdict(cfg).items() if k not in ("encoding_sizes", "seeds", "out")}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_points(cfg: SweepConfig, out: Path, chosen: Iterable[int]) -> None:
+    """A finished point made under other settings is refused, never mixed into the tables."""
+    fp = fingerprint(cfg)
+    for i in chosen:
+        k, seed = points(cfg)[i]
+        path = point_file(out, k, seed)
+        if path.exists() and json.loads(path.read_text()).get("fingerprint") != fp:
+            raise SweepError(
+                f"{path} was made with other sweep settings; use another --out or delete "
+                f"{out / f'encoding_size={k}'} and the point file to redo it"
+            )
+
+
 def run_points(cfg: SweepConfig, out: Path, chosen: range, log=print) -> None:
     """Run (or find finished) the points ``chosen``; each leaves its point file."""
+    check_points(cfg, out, chosen)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.yaml").write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
     run = simulation_run if cfg.kind == "simulation" else m3di_run
@@ -518,7 +543,14 @@ def run_points(cfg: SweepConfig, out: Path, chosen: range, log=print) -> None:
         recs, loss, seconds = run(cfg, k, seed, out, log)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        point = {"encoding_size": k, "seed": seed, "val_loss": loss, "seconds": seconds, "records": recs}
+        point = {
+            "encoding_size": k,
+            "seed": seed,
+            "fingerprint": fingerprint(cfg),
+            "val_loss": loss,
+            "seconds": seconds,
+            "records": recs,
+        }
         tmp.write_text(json.dumps(point) + "\n")
         os.replace(tmp, path)
         log(
@@ -537,6 +569,7 @@ def collect(cfg: SweepConfig, out: Path, command: str = "") -> dict[str, Any]:
             f"{out}: {len(missing)} point(s) not finished: {', '.join(missing[:6])}"
             f"{' ...' if len(missing) > 6 else ''}; run them (--points I:J) before --collect"
         )
+    check_points(cfg, out, range(len(points(cfg))))
     records: list[dict] = []
     losses: dict[tuple[int, int], float] = {}
     seconds: dict[str, float] = {}
@@ -556,9 +589,34 @@ def run_parallel(
     todo = [i for i, (k, s) in enumerate(points(cfg)) if not point_file(out, k, s).exists()]
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
+    check_points(cfg, out, range(len(points(cfg))))
     out.mkdir(parents=True, exist_ok=True)
     running: dict[int, tuple[subprocess.Popen, Any]] = {}
     failed: list[str] = []
+    try:
+        _schedule(todo, running, failed, jobs, out, config_path, overrides, env, threads, log)
+    finally:  # interrupted: no point process is left running behind
+        for proc, fh in running.values():
+            proc.terminate()
+            proc.wait()
+            fh.close()
+    if failed:
+        raise SweepError(f"sweep point(s) failed: {', '.join(failed)}")
+
+
+def _schedule(
+    todo: list[int],
+    running: dict[int, tuple[subprocess.Popen, Any]],
+    failed: list[str],
+    jobs: int,
+    out: Path,
+    config_path: str,
+    overrides: list[str],
+    env: dict[str, str],
+    threads: str,
+    log,
+) -> None:
+    """Keep ``jobs`` point processes running until ``todo`` is empty and all have ended."""
     while todo or running:
         while todo and len(running) < jobs:
             i = todo.pop(0)
@@ -578,8 +636,6 @@ def run_parallel(
                     failed.append(f"{i} (exit {proc.returncode}, log {out / 'points' / f'point{i}.log'})")
                 else:
                     log(f"[sweep] point {i} finished")
-    if failed:
-        raise SweepError(f"sweep point(s) failed: {', '.join(failed)}")
 
 
 def run_sweep(cfg: SweepConfig, out: Path, command: str = "", log=print) -> dict[str, Any]:
@@ -622,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.jobs < 1:
             raise SweepError(f"--jobs must be >= 1, got {args.jobs}")
+        if args.jobs > 1 and (args.points is not None or args.collect):
+            raise SweepError(
+                "--jobs runs every point of the sweep; it does not combine with --points or --collect"
+            )
         if not args.collect:
             if args.points is not None:
                 run_points(cfg, out, parse_points(args.points, len(points(cfg))), log)

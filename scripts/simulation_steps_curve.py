@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from mmcl.checkpoint import load_checkpoint  # noqa: E402
 from mmcl.simulation.config import load_config  # noqa: E402
 from mmcl.simulation.run import run_dir_for, run_one  # noqa: E402
 from mmcl.simulation.table import thesis_cell  # noqa: E402
@@ -57,6 +58,14 @@ def main() -> None:
         cfg = load_config(args.config, {"steps": steps, "rows": [args.row], "seeds": [args.seed]})
         if cfg.lr_schedule != "constant":
             raise SystemExit("the steps curve resumes one run and needs lr_schedule: constant")
+        ckpt = run_dir / "checkpoint.pt"
+        if ckpt.exists():
+            done = load_checkpoint(ckpt, "simulation checkpoint")["step"]
+            if done > steps:
+                raise SystemExit(
+                    f"{ckpt} is already at step {done}, past the requested {steps}: a run cannot go back; "
+                    f"ask only for step counts >= {done} or use another --root"
+                )
         t0 = time.perf_counter()
         run_one(cfg, args.setting, args.row, args.seed, args.root, log=lambda m: print(m, flush=True))
         shutil.copyfile(run_dir / "metrics.json", kept)

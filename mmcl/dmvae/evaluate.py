@@ -119,13 +119,10 @@ def encode_split(module: SpecificModule, data, split: str, seed: int = 0) -> dic
     return out
 
 
-def content_one_hot(arrays: dict[str, np.ndarray], factors: list[str]) -> np.ndarray:
-    """The ground-truth content factors of one split, one-hot and concatenated."""
-    parts = []
-    for f in factors:
-        values = arrays[f"factor:{f}"].astype(np.int64)
-        parts.append(np.eye(int(values.max()) + 1)[values])
-    return np.concatenate(parts, axis=1)
+def content_one_hot(arrays: dict[str, np.ndarray], factors: list[str], sizes: dict[str, int]) -> np.ndarray:
+    """The ground-truth content factors of one split, one-hot (``sizes[f]`` classes, the same for
+    every split, so a class missing from one split keeps its column) and concatenated."""
+    return np.concatenate([np.eye(sizes[f])[arrays[f"factor:{f}"].astype(np.int64)] for f in factors], axis=1)
 
 
 def write_embeddings(
@@ -540,7 +537,10 @@ def evaluate(
             # I(c; m_image) > 0 even when no content is left (docs/dmvae, critic decomposition)
             present = [f for f in CONTENT if f"factor:{f}" in arrays[split]]
             if present:
-                onehot = {s: content_one_hot(arrays[s], present) for s in ("val", split)}
+                sizes = {
+                    f: int(max(arrays[s][f"factor:{f}"].max() for s in ("val", split))) + 1 for f in present
+                }
+                onehot = {s: content_one_hot(arrays[s], present, sizes) for s in ("val", split)}
                 metrics["mi_fresh_critic_content"] = {
                     rep: fresh_critic_mi(
                         onehot["val"],

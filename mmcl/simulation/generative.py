@@ -17,10 +17,14 @@ no ``m_i``.
 
 * Discrete latents (Fig. A.5, ``discrete_block``): every component of one group (content, style
   or both m_i) is a uniform categorical over k classes, fed to the mixing as the class index
-  standardised to mean 0 and variance 1; a changed style component is a new uniform draw (the
-  categorical counterpart of the added noise). Drawn after the Gaussian latents from the same
-  generator, so runs without a discrete group are unchanged. The thesis does not state its
-  class probabilities or style change for this case; uniform is our choice.
+  standardised to mean 0 and variance 1. A changed style component moves its class index by a
+  rounded Gaussian step of the index's own standard deviation, wrapped modulo k: the
+  categorical counterpart of adding N(0, 1) to a unit-variance latent, which keeps style partly
+  shared between the views (a fresh uniform draw would make the second view's style
+  independent of the first's, i.e. modality-specific, and "style at chance" true by
+  construction). Drawn after the Gaussian latents from the same generator, so runs without a
+  discrete group are unchanged. The thesis does not state its class probabilities or style
+  change for this case; these are our choices.
 
 Every random quantity is a function of (run seed, purpose[, step]) only, so a resumed run sees
 exactly the batches an uninterrupted one would.
@@ -196,8 +200,12 @@ class GenerativeProcess(nn.Module):
         if self.discrete_block == "content":
             c = self._categorical(n, self.nc, gen)  # B = 0 here (no causal row), so s is unaffected
         elif self.discrete_block == "style":
-            s = self._categorical(n, self.ns, gen)
-            s_tilde = torch.where(change, self._categorical(n, self.ns, gen), s)
+            k = self.discrete_classes
+            index = torch.randint(k, (n, self.ns), generator=gen, device=c.device)
+            sd = math.sqrt((k * k - 1) / 12)
+            step = torch.round(torch.randn(n, self.ns, generator=gen, device=c.device) * sd).long()
+            s = standardised_classes(index, k)
+            s_tilde = torch.where(change, standardised_classes((index + step) % k, k), s)
         elif self.discrete_block == "modality_specific":
             m1, m2 = self._categorical(n, self.nm, gen), self._categorical(n, self.nm, gen)
         return {

@@ -25,7 +25,7 @@ import yaml
 from mmcl.simulation.config import SimulationConfig
 from mmcl.simulation.evaluate import evaluate, identifiability, read_embeddings, table_entry
 from mmcl.simulation.table import aggregate, csv_text, markdown
-from mmcl.simulation.train import TRAINING_KEYS, train
+from mmcl.simulation.train import TRAINING_KEYS, same_identity, train
 
 EVAL_KEYS = ("eval_samples", "interventions", "steps")
 
@@ -57,9 +57,13 @@ def run_one(
     identity = _identity(cfg, setting, row, seed)
     if metrics_path.exists():
         metrics = json.loads(metrics_path.read_text())
-        if metrics.get("identity") == identity:
+        if same_identity(metrics.get("identity") or {}, identity):
             if "identifiability" not in metrics:  # a run evaluated before the MCC scores existed
-                splits = read_embeddings(run_dir)
+                try:
+                    splits = read_embeddings(run_dir)
+                except (OSError, KeyError, ValueError) as err:
+                    log(f"[{setting}/{row}/seed{seed}] no MCC: its embeddings files cannot be read ({err})")
+                    return metrics
                 metrics["identifiability"] = identifiability(
                     splits["val"][1], splits["test"][1], splits["val"][0], splits["test"][0]
                 )

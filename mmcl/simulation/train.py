@@ -140,8 +140,8 @@ def train(
     ckpt_path = run_dir / CHECKPOINT
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, "simulation checkpoint", device)
-        if ckpt["identity"] != identity:
-            diff = sorted(k for k in identity if ckpt["identity"].get(k) != identity[k])
+        if not same_identity(ckpt["identity"], identity):
+            diff = sorted(k for k in identity if ckpt["identity"].get(k, DEFAULTS.get(k)) != identity[k])
             raise ValueError(
                 f"{ckpt_path} was made with different settings ({', '.join(diff)}); "
                 "remove it or choose another output directory"
@@ -221,6 +221,15 @@ def train(
     g1.eval()
     g2.eval()
     return run
+
+
+DEFAULTS = SimulationConfig(rows=["p1.0"]).to_dict()
+
+
+def same_identity(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a saved run identity matches; a key the saved one lacks (added to the config
+    later) counts as that key's default, so older runs are still resumed and read."""
+    return all(saved.get(k, DEFAULTS.get(k)) == v for k, v in current.items()) and set(saved) <= set(current)
 
 
 def lr_factor(cfg: SimulationConfig, step: int) -> float:

@@ -314,7 +314,11 @@ def test_content_one_hot_concatenates_each_factor():
     from mmcl.dmvae.evaluate import content_one_hot
 
     arrays = {"factor:object_shape": np.array([0, 2, 1]), "factor:object_xpos": np.array([1, 0, 1])}
+    sizes = {"object_shape": 3, "object_xpos": 2}
     np.testing.assert_array_equal(
-        content_one_hot(arrays, ["object_shape", "object_xpos"]),
+        content_one_hot(arrays, ["object_shape", "object_xpos"], sizes),
         [[1, 0, 0, 0, 1], [0, 0, 1, 1, 0], [0, 1, 0, 0, 1]],
     )
+    # a split without class 2 keeps its column: both splits have the same width
+    other = {"factor:object_shape": np.array([0, 1]), "factor:object_xpos": np.array([1, 1])}
+    assert content_one_hot(other, ["object_shape", "object_xpos"], sizes).shape == (2, 5)

@@ -100,6 +100,12 @@ def test_simulation_sweep_finds_the_content_size(tmp_path: Path) -> None:
     for other in (split, parallel):
         for name in ("scores.csv", "val_loss.csv", "fig8_3.png", "fig8_4.png"):
             assert (other / name).read_bytes() == (out / name).read_bytes(), (other.name, name)
+    # points made under other settings are refused, never mixed into the tables
+    changed = yaml.safe_load(path.read_text())
+    changed["simulation"]["overrides"]["steps"] = 500
+    path.write_text(yaml.safe_dump(changed))
+    assert main(["--config", str(path), "--out", str(split), "--collect"]) == 2
+    assert main(["--config", str(path), "--out", str(split), "--points", "0:1"]) == 2
     for name in ("fig8_3.png", "fig8_4.png", "scores.csv", "val_loss.csv", "summary.json"):
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
