@@ -80,7 +80,12 @@ def ablation_row(delta: float, metrics: dict) -> dict[str, Any]:
         row[f"mi_fresh_critic_{rep}"] = est.get("density_ratio")
     for rep, est in (metrics.get("mi_fresh_critic_content") or {}).items():
         row[f"mi_content_critic_{rep}"] = est.get("density_ratio")
-    for direction in ("reconstruction_image", "reconstruction_text"):
+    for direction in (
+        "reconstruction_image",
+        "reconstruction_text",
+        "text2image_aggregate",
+        "image2text_aggregate",
+    ):
         for f, v in metrics["coherence"].get(direction, {}).items():
             row[f"coherence_{direction}_{f}"] = v
     return row

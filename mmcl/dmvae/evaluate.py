@@ -17,6 +17,11 @@
   space (``fd_factor_classifier``; not FID, no Inception weights are available here), for
   unconditional (c ~ GMM) and text -> image samples; and unconditional text parse rate and
   joint coherence (shape / x / y of the image and the sentence generated from the same c).
+* **Coherence with m from the aggregate posterior** (``text2image_aggregate``,
+  ``image2text_aggregate``): as above, but m_i is the posterior mean of another example of the
+  batch instead of a draw from N(0, I). Between the prior's and the reconstruction's figures it
+  tells a prior that misses where q(m_i | x) puts its mass (an informative m, high KL) from
+  content that does not condition the decoder.
 * **Reconstruction coherence**, the ceiling of cross-modal coherence: the same classifier and
   parser on reconstructions, c = full-set PoE mean and m_i = mean of q(m_i | x_i) of the same
   example. Low reconstruction coherence means the decoder cannot draw (or write) the factor;
@@ -185,6 +190,8 @@ def coherence(
     cm = module.content_model
     t2i = {f: 0 for f in (*CONTENT, "all")}
     i2t = {f: 0 for f in (*CONTENT, "all", "parsed")}
+    t2i_agg = {f: 0 for f in (*CONTENT, "all")}
+    i2t_agg = {f: 0 for f in (*CONTENT, "all", "parsed")}
     rec_img = {f: 0 for f in (*CONTENT, "all")}
     rec_txt = {f: 0 for f in (*CONTENT, "all", "parsed")}
     n = 0
@@ -203,18 +210,23 @@ def coherence(
             _count_images(classifier.predict(images), truth, t2i)
             m_own = module.encode_specific("image", batch["image"]).mean
             _count_images(classifier.predict(module.generate("image", c_full, m_own)), truth, rec_img)
+            # m from the aggregate posterior: the posterior mean of the next example of the batch
+            _count_images(classifier.predict(module.generate("image", c, m_own.roll(1, 0))), truth, t2i_agg)
         if "text" in module.modalities:
             c = cm.content(image=batch["image"]).mean
             m = torch.randn(b, module.specific_sizes["text"], generator=g)
             _count_sentences(grammar, module.generate("text", c, m), truth, i2t)
             m_own = module.encode_specific("text", batch["text"]).mean
             _count_sentences(grammar, module.generate("text", c_full, m_own), truth, rec_txt)
+            _count_sentences(grammar, module.generate("text", c, m_own.roll(1, 0)), truth, i2t_agg)
     out: dict[str, Any] = {"n": n}
     if "image" in module.modalities:
         out["text2image"] = {f: v / n for f, v in t2i.items()}
+        out["text2image_aggregate"] = {f: v / n for f, v in t2i_agg.items()}
         out["reconstruction_image"] = {f: v / n for f, v in rec_img.items()}
     if "text" in module.modalities:
         out["image2text"] = {f: v / n for f, v in i2t.items()}
+        out["image2text_aggregate"] = {f: v / n for f, v in i2t_agg.items()}
         out["reconstruction_text"] = {f: v / n for f, v in rec_txt.items()}
     out["_features_real"] = torch.cat(feats_real).numpy()
     if feats_t2i:
