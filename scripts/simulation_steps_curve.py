@@ -83,12 +83,13 @@ def main() -> None:
             }
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"steps_curve_{args.row}"
-    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+    # Row names hold dots (p0.75-cau): build the file names, Path.with_suffix would cut at ".75".
+    stem = f"steps_curve_{args.row}"
+    with open(args.out / f"{stem}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, args, stem.with_suffix(".png"))
+    plot(rows, args, args.out / f"{stem}.png")
     for r in rows:
         print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()))
 
