@@ -132,13 +132,21 @@ def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None)
             raise SweepError(f"{path}: {key!r} has duplicates: {v}")
     if min(values["encoding_sizes"]) < 1:
         raise SweepError(f"{path}: encoding sizes must be >= 1")
+    m3di = _section(M3diSweep, values.get("multimodal3dident"), "multimodal3dident")
+    from mmcl.probing.probes import ALL_PROBES
+
+    bad = [p for p in m3di.probes if p not in ALL_PROBES]
+    if bad:  # checked here, not after the first fit has run for minutes
+        raise SweepError(
+            f"{path}: multimodal3dident.probes has unknown probe(s) {bad}; choose from {list(ALL_PROBES)}"
+        )
     return SweepConfig(
         kind=values["kind"],
         encoding_sizes=sorted(values["encoding_sizes"]),
         seeds=list(values["seeds"]),
         out=values.get("out"),
         simulation=_section(SimulationSweep, values.get("simulation"), "simulation"),
-        multimodal3dident=_section(M3diSweep, values.get("multimodal3dident"), "multimodal3dident"),
+        multimodal3dident=m3di,
     )
 
 

@@ -65,6 +65,14 @@ def test_bad_sweep_config_is_one_sentence(tmp_path: Path) -> None:
     )
     with pytest.raises(SweepError, match=r"simulation.rwo"):
         load_sweep_config(path)
+    path.write_text(
+        yaml.safe_dump(
+            {"kind": "multimodal3dident", "encoding_sizes": [1], "seeds": [0],
+             "multimodal3dident": {"probes": ["mlp", "mmc"]}}
+        )
+    )  # fmt: skip
+    with pytest.raises(SweepError, match=r"multimodal3dident.probes has unknown probe\(s\) \['mmc'\]"):
+        load_sweep_config(path)
 
 
 def tiny_simulation_sweep(tmp_path: Path) -> Path:
