@@ -28,6 +28,7 @@ from datagen.factors import COLOUR_MODES, HUE_MODES
 from datagen.meshes import DEFAULT_SHAPES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+DESIGN_KEYS: tuple[str, ...] = ("factors", "describe", "edges", "templates")
 
 
 class ConfigError(ValueError):
@@ -93,6 +94,12 @@ class DatasetConfig:
     shapes: tuple[str, ...] = DEFAULT_SHAPES
     preset: str = "default"
     render: RenderSettings = field(default_factory=lambda: PRESETS["default"])
+    # The factor design (datagen.design); empty = the thesis's dataset. Left out of the
+    # manifest's config when empty, so default datasets keep their digest.
+    factors: dict[str, dict] = field(default_factory=dict)
+    describe: tuple[str, ...] = ()
+    edges: tuple[dict, ...] = ()
+    templates: tuple[str, ...] = ()
 
     def validate(self) -> DatasetConfig:
         if not isinstance(self.seed, int) or self.seed < 0:
@@ -112,6 +119,9 @@ class DatasetConfig:
         if len(self.shapes) < 1 or len(set(self.shapes)) != len(self.shapes):
             raise ConfigError(f"shapes must be a non-empty list of distinct names, got {list(self.shapes)}")
         self.render.validate()
+        from datagen.design import build_design
+
+        build_design(self)
         return self
 
     @property
@@ -122,6 +132,11 @@ class DatasetConfig:
         d = dataclasses.asdict(self)
         d["shapes"] = list(self.shapes)
         d["counts"] = {s: self.counts[s] for s in self.splits}
+        for key in DESIGN_KEYS:
+            if not d[key]:
+                del d[key]
+            elif key != "factors":
+                d[key] = list(d[key])
         return d
 
     def digest(self) -> str:
@@ -149,6 +164,13 @@ def make_config(overrides: dict[str, Any] | None = None, where: str = "config") 
     render = dataclasses.replace(PRESETS[preset], **render_over)
     if "shapes" in data:
         data["shapes"] = tuple(data["shapes"])
+    for key in ("describe", "edges", "templates"):
+        if key in data:
+            if not isinstance(data[key], list | tuple):
+                raise ConfigError(f"{where}: {key} must be a list, got {data[key]!r}")
+            data[key] = tuple(data[key])
+    if "factors" in data and data["factors"] is None:
+        data["factors"] = {}
     if "counts" in data:
         if not isinstance(data["counts"], dict):
             raise ConfigError(f"{where}: counts must map split names to sample counts")
@@ -157,7 +179,10 @@ def make_config(overrides: dict[str, Any] | None = None, where: str = "config") 
         cfg = DatasetConfig(**data, render=render)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
-    return cfg.validate()
+    try:
+        return cfg.validate()
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def load_config(path: Path) -> DatasetConfig:

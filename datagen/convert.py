@@ -23,7 +23,8 @@ from pathlib import Path
 from PIL import Image
 
 from datagen import io
-from datagen.config import SPLITS, make_config
+from datagen.config import SPLITS, config_from_json, make_config
+from datagen.design import design_of
 from datagen.factors import THESIS_SHAPES, factor, factors_of
 from datagen.pipeline import ShardTask, base_manifest, finalize, plan_shards, prepare_root
 from datagen.progress import Progress
@@ -173,6 +174,7 @@ def _published_records(task: ShardTask, split_data, config, bar) -> Iterator[dic
 def shards_to_published(src: Path, dst: Path, progress: bool = True, log=None) -> Path:
     log = log or (lambda m: print(m, file=sys.stderr))
     manifest = io.read_manifest(src)
+    design = design_of(config_from_json(manifest["config"]))  # the dataset's columns
     dst = Path(dst)
     if dst.exists() and any(dst.iterdir()):
         raise ConvertError(f"{dst}: folder is not empty; choose an empty or new folder")
@@ -193,8 +195,10 @@ def shards_to_published(src: Path, dst: Path, progress: bool = True, log=None) -
                     raise ConvertError(f"{entry['file']}:{rec['key']}: sentence contains a newline")
                 sentences.append(rec["txt"])
                 bar.update(1)
-        io.write_csv(dst / split / "latents_image.csv", [f.name for f in factors_of("image")], image_rows)
-        io.write_csv(dst / split / "latents_text.csv", [f.name for f in factors_of("text")], text_rows)
+        io.write_csv(
+            dst / split / "latents_image.csv", [f.name for f in design.factors_of("image")], image_rows
+        )
+        io.write_csv(dst / split / "latents_text.csv", [f.name for f in design.factors_of("text")], text_rows)
         io.atomic_write_text(dst / split / "text" / "text_raw.txt", "\n".join(sentences) + "\n")
     log(f"[convert] {src} -> {dst} (published layout)")
     return dst

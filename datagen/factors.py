@@ -122,7 +122,67 @@ FACTORS: tuple[Factor, ...] = (
         "index of object_color_name in the sorted union of all palette names",
     ),
     Factor("text_phrasing", (TEXT,), "discrete", "text_specific", 5, "template index"),
+    # Optional factors: in a dataset only when its design asks (datagen.design), so the default
+    # table, its CSV columns and every default sample stay as they were.
+    Factor(
+        "object_material",
+        (IMAGE,),
+        "discrete",
+        "image_specific",
+        None,
+        "index into the dataset's materials (rubber: upstream; metal: metallic, low roughness)",
+    ),
+    Factor(
+        "spotlight_color_name",
+        (TEXT,),
+        "categorical_name",
+        "style",
+        None,
+        "nearest colour name of the spotlight colour (RGB clipped to [0, 1]) in the sample's palette",
+    ),
+    Factor(
+        "spotlight_color_index",
+        (TEXT,),
+        "discrete",
+        "style",
+        None,
+        "index of spotlight_color_name in the sorted union of all palette names",
+    ),
+    Factor(
+        "background_color_name",
+        (TEXT,),
+        "categorical_name",
+        "style",
+        None,
+        "nearest colour name of the background colour (RGB clipped to [0, 1]) in the sample's palette",
+    ),
+    Factor(
+        "background_color_index",
+        (TEXT,),
+        "discrete",
+        "style",
+        None,
+        "index of background_color_name in the sorted union of all palette names",
+    ),
 )
+
+# Optional factor -> the design choice that brings it in (a material list, or describing it).
+OPTIONAL_FACTORS: dict[str, str] = {
+    "object_material": "object_material",
+    "spotlight_color_name": "spotlight_color",
+    "spotlight_color_index": "spotlight_color",
+    "background_color_name": "background_color",
+    "background_color_index": "background_color",
+}
+# The role a factor takes when the sentence describes it: a colour named through a random
+# palette is stochastically shared (style, like the object colour); a fixed word makes it content.
+DESCRIBED_ROLES: dict[str, str] = {
+    "spotlight_color": "style",
+    "background_color": "style",
+    "spotlight_pos": "content",
+    "object_material": "content",
+}
+MATERIALS: tuple[str, ...] = ("rubber", "metal")
 
 FACTOR_BY_NAME: dict[str, Factor] = {f.name: f for f in FACTORS}
 
@@ -130,6 +190,9 @@ POSITION_WORDS: dict[str, tuple[str, ...]] = {
     "object_xpos": ("left", "center", "right"),
     "object_ypos": ("top", "mid", "bottom"),
 }
+# Thirds of the spotlight's semicircle: theta from -pi/2 (behind the object, seen from the
+# camera) over +y (the image's right) to +pi/2 (the camera's side).
+SPOTLIGHT_WORDS: tuple[str, ...] = ("back", "right", "front")
 
 # The classes of the thesis, in index order (Table 4.1). The mesh library maps each to a mesh
 # and to the word the sentences use (which differs where a mesh had to be substituted).
@@ -140,8 +203,9 @@ HUE_MODES = ("upstream", "wrap")
 
 
 def factors_of(modality: Modality) -> tuple[Factor, ...]:
-    """Factors observed in ``modality`` (the published ``latents_<modality>.csv`` columns)."""
-    return tuple(f for f in FACTORS if modality in f.modalities)
+    """Factors of the default design observed in ``modality`` (the published
+    ``latents_<modality>.csv`` columns); a dataset's own: ``datagen.design.design_of(config)``."""
+    return tuple(f for f in FACTORS if modality in f.modalities and f.name not in OPTIONAL_FACTORS)
 
 
 def factor(name: str) -> Factor:
@@ -169,10 +233,19 @@ class SceneParameters:
     spotlight_theta: float
     spotlight_rgb: tuple[float, float, float]
     background_rgb: tuple[float, float, float]
+    material: str = "rubber"
 
 
 def object_rgb(hue: float) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb(hue, 1.0, 1.0)
+
+
+def spotlight_rgb(v: float, hue_mode: str = "upstream") -> tuple[float, float, float]:
+    return _hsv((v - 0.5) / 2, 0.8, 1.0, hue_mode)
+
+
+def background_rgb(v: float, hue_mode: str = "upstream") -> tuple[float, float, float]:
+    return _hsv((v - 0.5) / 2, 0.6, 1.0, hue_mode)
 
 
 def scene_parameters(latents: dict, hue_mode: str = "upstream") -> SceneParameters:
@@ -194,6 +267,6 @@ def scene_parameters(latents: dict, hue_mode: str = "upstream") -> SceneParamete
         ),
         object_rgb=object_rgb(float(latents["object_color"])),
         spotlight_theta=float(latents["spotlight_pos"]) * math.pi - half_pi,
-        spotlight_rgb=_hsv((float(latents["spotlight_color"]) - 0.5) / 2, 0.8, 1.0, hue_mode),
-        background_rgb=_hsv((float(latents["background_color"]) - 0.5) / 2, 0.6, 1.0, hue_mode),
+        spotlight_rgb=spotlight_rgb(float(latents["spotlight_color"]), hue_mode),
+        background_rgb=background_rgb(float(latents["background_color"]), hue_mode),
     )

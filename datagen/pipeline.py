@@ -14,6 +14,7 @@ what is missing. A config that differs from the manifest's is refused unless ``o
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import platform
@@ -27,11 +28,12 @@ from pathlib import Path
 
 from datagen import __version__, io
 from datagen.config import DatasetConfig, config_from_json
-from datagen.factors import FACTORS, POSITION_WORDS, scene_parameters
+from datagen.design import Design, design_of
+from datagen.factors import POSITION_WORDS
 from datagen.meshes import MeshLibrary, load_library
 from datagen.progress import Progress
 from datagen.sampling import Sample, samples
-from datagen.text import PALETTE_NAMES, TEMPLATES, all_colour_names, palette_digest, tokenizer_spec
+from datagen.text import PALETTE_NAMES, all_colour_names, palette_digest, tokenizer_spec
 
 
 class GenerateError(RuntimeError):
@@ -87,15 +89,16 @@ def shape_words(config: DatasetConfig, library: MeshLibrary) -> tuple[str, ...]:
     return tuple(library.entries[s]["word"] for s in config.shapes)
 
 
-def factor_table(n_shapes: int) -> list[dict]:
-    """The factor table as the manifest carries it, with dataset-specific class counts."""
+def factor_table(design: Design, n_shapes: int) -> list[dict]:
+    """The dataset's factor table as the manifest carries it, with its class counts and, for a
+    non-uniform marginal, its distribution."""
     factors = []
-    for f in FACTORS:
+    for f in design.factors:
         d = f.to_json()
-        if f.name == "object_shape":
-            d["n_values"] = n_shapes
-        elif f.name == "object_color_index":
-            d["n_values"] = len(all_colour_names())
+        d["n_values"] = design.n_values(f, n_shapes)
+        dist = design.distributions.get(f.name)
+        if dist is not None and dist.kind != "uniform":
+            d.update(dist.to_json())
         factors.append(d)
     return factors
 
@@ -111,7 +114,9 @@ def blender_version() -> str | None:
 
 
 def base_manifest(config: DatasetConfig, shapes: list[dict], words: tuple[str, ...]) -> dict:
-    return {
+    design = design_of(config)
+    grammar = design.grammar
+    manifest = {
         "format": io.FORMAT,
         "generator": {
             "name": "datagen",
@@ -122,7 +127,7 @@ def base_manifest(config: DatasetConfig, shapes: list[dict], words: tuple[str, .
         "config": config.to_json(),
         "config_sha256": config.digest(),
         "seed": config.seed,
-        "factors": factor_table(len(words)),
+        "factors": factor_table(design, len(words)),
         "shapes": shapes,
         "shape_words": list(words),
         "palettes": {
@@ -130,10 +135,10 @@ def base_manifest(config: DatasetConfig, shapes: list[dict], words: tuple[str, .
             "sha256": palette_digest(),
             "n_colour_names": len(all_colour_names()),
         },
-        "tokenizer": tokenizer_spec(words),
+        "tokenizer": tokenizer_spec(words, grammar),
         # The grammar, so readers can parse sentences without importing datagen.
         "text": {
-            "templates": list(TEMPLATES),
+            "templates": list(grammar.templates),
             "position_words": {k: list(v) for k, v in POSITION_WORDS.items()},
             "colour_names": list(all_colour_names()),
         },
@@ -142,6 +147,10 @@ def base_manifest(config: DatasetConfig, shapes: list[dict], words: tuple[str, .
         "shards": {},
         "complete": False,
     }
+    if design.toolbox:  # left out of default manifests, which stay as they were
+        manifest["text"].update(grammar.to_json())
+        manifest["design"] = design.to_json()
+    return manifest
 
 
 def manifest_header(config: DatasetConfig, library: MeshLibrary) -> dict:
@@ -232,7 +241,7 @@ def finalize(root: Path) -> dict:
 # ----------------------------------------------------------------------------- stages
 def sample_json(s: Sample, config: DatasetConfig) -> dict:
     r = config.render
-    return {
+    out = {
         "index": s.index,
         "split": s.split,
         "key": s.key,
@@ -251,12 +260,17 @@ def sample_json(s: Sample, config: DatasetConfig) -> dict:
             "hue_mode": config.hue_mode,
         },
     }
+    design = design_of(config)
+    if design.toolbox:  # render-space values beside the latents (default datasets: scene_parameters)
+        out["scene"] = dataclasses.asdict(design.scene(s.image))
+    return out
 
 
 def rendered(stream: Iterable[Sample], renderer, config: DatasetConfig, on_image=None) -> Iterator[dict]:
     """Render stage: samples in, shard records out."""
+    design = design_of(config)
     for s in stream:
-        image = renderer.render(scene_parameters(s.image, config.hue_mode), s.render_seed)
+        image = renderer.render(design.scene(s.image), s.render_seed)
         if on_image is not None:
             on_image()
         yield {"key": s.key, "png": io.encode_png(image), "txt": s.sentence, "json": sample_json(s, config)}

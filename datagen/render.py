@@ -61,6 +61,19 @@ def _rubber(bpy, name: str):
     return mat, bsdf
 
 
+def _metal(bpy, name: str):
+    """Metallic, low roughness (CLEVR's metal): with direct light only (max bounces 0 and no
+    world light) it shows its colour in the highlights of the three lights."""
+    mat, bsdf = _rubber(bpy, name)
+    bsdf.inputs["Roughness"].default_value = 0.35
+    bsdf.inputs["Metallic"].default_value = 1.0
+    bsdf.inputs["Specular IOR Level"].default_value = 0.5
+    return mat, bsdf
+
+
+MATERIAL_BUILDERS = {"rubber": _rubber, "metal": _metal}
+
+
 def _mesh_datablock(bpy, name: str, mesh: Mesh):
     data = bpy.data.meshes.new(name)
     n_v, n_t = len(mesh.vertices), len(mesh.triangles)
@@ -160,6 +173,7 @@ class SceneRenderer:
         # updated by a depsgraph evaluation, so compute it from the vertices instead.
         self.max_dims = [float(np.ptp(m.vertices, axis=0).max()) * OBJECT_SCALE for m in meshes]
         self.object_material, self.object_bsdf = _rubber(bpy, "ObjectRubber")
+        self.materials = {"rubber": (self.object_material, self.object_bsdf)}  # others built when asked for
         for data in self.meshes:
             data.materials.append(self.object_material)
         obj = self.obj = bpy.data.objects.new("Object", self.meshes[0])
@@ -226,7 +240,18 @@ class SceneRenderer:
         obj.data = self.meshes[p.shape]
         obj.location = p.location
         obj.rotation_euler = p.rotation_euler
-        self.object_bsdf.inputs["Base Color"].default_value = (*p.object_rgb, 1.0)
+        if p.material not in self.materials:
+            if p.material not in MATERIAL_BUILDERS:
+                raise RenderError(
+                    f"material {p.material!r} unknown; materials: {', '.join(MATERIAL_BUILDERS)}"
+                )
+            self.materials[p.material] = MATERIAL_BUILDERS[p.material](
+                self.bpy, f"Object{p.material.title()}"
+            )
+        material, bsdf = self.materials[p.material]
+        if obj.data.materials[0] != material:
+            obj.data.materials[0] = material
+        bsdf.inputs["Base Color"].default_value = (*p.object_rgb, 1.0)
         self.ground_bsdf.inputs["Base Color"].default_value = (*p.background_rgb, 1.0)
         max_dim = self.max_dims[p.shape]
         self.ground.location = (0.0, 0.0, -max_dim)

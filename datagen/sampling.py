@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from datagen.config import SPLITS, DatasetConfig
-from datagen.factors import factors_of
-from datagen.text import colour_index, nearest_colour_name, palettes, sentence
+from datagen.design import design_of
+from datagen.factors import POSITION_WORDS, SPOTLIGHT_WORDS, background_rgb, spotlight_rgb
+from datagen.text import SLOT_OF_FACTOR, colour_index, nearest_colour_name, nearest_rgb_name, palettes
 
 
 @dataclass(frozen=True)
@@ -40,46 +41,68 @@ def sample_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 def sample(config: DatasetConfig, split: str, index: int, shape_words: tuple[str, ...]) -> Sample:
     """Draw everything about one sample. The order of draws is part of the dataset format."""
+    design = design_of(config)
     rng = sample_rng(config.seed, split, index)
-    shape = int(rng.integers(len(config.shapes)))
-    xpos = int(rng.integers(3))
-    ypos = int(rng.integers(3))
-    alpha, beta, gamma = (float(v) for v in rng.random(3))
-    u = float(rng.random())
-    hue = (xpos + u) / 3 if config.colour_mode == "causal" else u
-    spot_pos, spot_col, bg_col = (float(v) for v in rng.random(3))
+    values: dict = {"object_shape": int(rng.integers(len(config.shapes)))}
+    uniforms: dict[str, float] = {}
+    for name in ("object_xpos", "object_ypos"):
+        if name in design.continuous_positions:
+            uniforms[name] = float(rng.random())
+        else:
+            values[name] = int(rng.integers(3))
+    values["object_zpos"] = 0
+    for name, u in zip(("object_alpharot", "object_betarot", "object_gammarot"), rng.random(3)):
+        uniforms[name] = float(u)
+    uniforms["object_color"] = float(rng.random())
+    for name, u in zip(("spotlight_pos", "spotlight_color", "background_color"), rng.random(3)):
+        uniforms[name] = float(u)
     palette = palettes()[int(rng.integers(len(palettes())))]
-    phrasing = int(rng.integers(5))
+    phrasing = int(rng.integers(len(design.grammar.templates)))
     render_seed = int(rng.integers(2**31 - 1))
+    if design.materials:  # drawn last, so datasets without materials keep their streams
+        values["object_material"] = int(rng.integers(len(design.materials)))
+    design.resolve(values, uniforms)
 
-    colour_name = nearest_colour_name(hue, palette)
-    values = {
-        "object_shape": shape,
-        "object_xpos": xpos,
-        "object_ypos": ypos,
-        "object_zpos": 0,
-        "object_alpharot": alpha,
-        "object_betarot": beta,
-        "object_gammarot": gamma,
-        "object_color": hue,
-        "spotlight_pos": spot_pos,
-        "spotlight_color": spot_col,
-        "background_color": bg_col,
-        "object_color_name": colour_name,
-        "object_color_index": colour_index(colour_name),
-        "text_phrasing": phrasing,
+    colour_name = nearest_colour_name(values["object_color"], palette)
+    values["object_color_name"] = colour_name
+    values["object_color_index"] = colour_index(colour_name)
+    values["text_phrasing"] = phrasing
+    word = shape_words[values["object_shape"]]
+    fills = {
+        "SHAPE": word,
+        "COLOR": colour_name,
+        "XPOS": POSITION_WORDS["object_xpos"][third(values["object_xpos"], design, "object_xpos")],
+        "YPOS": POSITION_WORDS["object_ypos"][third(values["object_ypos"], design, "object_ypos")],
     }
-    word = shape_words[shape]
+    for name, rgb in (
+        ("spotlight_color", spotlight_rgb(values["spotlight_color"], config.hue_mode)),
+        ("background_color", background_rgb(values["background_color"], config.hue_mode)),
+    ):
+        if name in design.described:
+            values[f"{name}_name"] = fills[SLOT_OF_FACTOR[name]] = nearest_rgb_name(rgb, palette)
+            values[f"{name}_index"] = colour_index(values[f"{name}_name"])
+    if "spotlight_pos" in design.described:
+        fills["SPOTLIGHT_POS"] = SPOTLIGHT_WORDS[third(values["spotlight_pos"])]
+    if "object_material" in design.described:
+        fills["MATERIAL"] = design.materials[values["object_material"]]
     return Sample(
         split=split,
         index=index,
-        image={f.name: values[f.name] for f in factors_of("image")},
-        text={f.name: values[f.name] for f in factors_of("text")},
+        image={f.name: values[f.name] for f in design.factors_of("image")},
+        text={f.name: values[f.name] for f in design.factors_of("text")},
         palette=palette.name,
         shape_word=word,
-        sentence=sentence(phrasing, word, xpos, ypos, colour_name),
+        sentence=design.grammar.sentence(phrasing, fills),
         render_seed=render_seed,
     )
+
+
+def third(value, design=None, name: str | None = None) -> int:
+    """The word index of a position or spotlight latent: the grid value itself, or the third of
+    [0, 1] a continuous value lies in."""
+    if design is not None and name not in design.continuous_positions:
+        return int(value)
+    return min(int(value * 3), 2)
 
 
 def samples(

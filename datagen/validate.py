@@ -11,17 +11,20 @@ the nearest in its palette; and that hues match the colour mode (causal: in
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from datagen import io
 from datagen.config import ConfigError, config_from_json
-from datagen.factors import FACTORS, factors_of
+from datagen.design import design_of
+from datagen.factors import POSITION_WORDS, SPOTLIGHT_WORDS, background_rgb, object_rgb, spotlight_rgb
 from datagen.pipeline import plan_shards
 from datagen.progress import Progress
-from datagen.sampling import sample
-from datagen.text import colour_index, nearest_colour_name, palette_by_name, palette_digest, parse_sentence
+from datagen.sampling import sample, third
+from datagen.text import SLOT_OF_FACTOR, colour_index, nearest_rgb_name, palette_by_name, palette_digest
 
 MAX_LISTED = 10
 
@@ -148,8 +151,9 @@ def _check_sample(
             report.fail("image", f"{where}: image is {image.shape}, expected ({r}, {r}, 3)")
     except io.DatasetError as exc:
         report.fail("image", str(exc))
+    design = design_of(config)
     for modality in ("image", "text"):
-        cols = [f.name for f in factors_of(modality)]
+        cols = [f.name for f in design.factors_of(modality)]
         if sorted(meta.get(modality, {})) != sorted(cols):
             report.fail(
                 "schema",
@@ -158,7 +162,7 @@ def _check_sample(
             return
     img, txt = meta["image"], meta["text"]
     out_of_domain = False
-    for f in FACTORS:
+    for f in design.factors:
         v = img.get(f.name, txt.get(f.name))
         if f.kind == "continuous" and not (
             isinstance(v, int | float) and not isinstance(v, bool) and 0.0 <= v <= 1.0
@@ -166,16 +170,16 @@ def _check_sample(
             report.fail("domain", f"{where}: {f.name}={v!r} is not a number in [0, 1]")
             out_of_domain = True
         if f.kind == "discrete":
-            n = len(config.shapes) if f.name == "object_shape" else f.n_values
+            n = design.n_values(f, len(config.shapes))
             if not (isinstance(v, int) and not isinstance(v, bool) and 0 <= v and (n is None or v < n)):
                 report.fail("domain", f"{where}: {f.name}={v!r} not an integer in 0..{n - 1 if n else 'N'}")
                 out_of_domain = True
     if out_of_domain:  # the checks below compute with the values
         return
-    for name in ("object_shape", "object_xpos", "object_ypos", "object_zpos"):
-        if img[name] != txt[name]:
+    for f in design.factors:
+        if len(f.modalities) == 2 and img[f.name] != txt[f.name]:
             report.fail(
-                "shared", f"{where}: {name} differs between image ({img[name]}) and text ({txt[name]})"
+                "shared", f"{where}: {f.name} differs between image ({img[f.name]}) and text ({txt[f.name]})"
             )
     expected = sample(config, split, expected_index, words) if check_sampler else None
     if expected is not None and (
@@ -185,40 +189,68 @@ def _check_sample(
             "sampler",
             f"{where}: latents differ from what the sampler draws for (seed {config.seed}, {split}, {expected_index})",
         )
+    if design.toolbox and meta.get("scene") != json.loads(json.dumps(dataclasses.asdict(design.scene(img)))):
+        report.fail(
+            "scene", f"{where}: render-space values (scene) differ from the ones of its image latents"
+        )
     report.checked["sentences"] += 1
     try:
-        parsed = parse_sentence(rec["txt"])
+        template, said = design.grammar.parse(rec["txt"])
     except ValueError as exc:
         report.fail("sentence", f"{where}: {exc}")
         return
+    xwords, ywords = POSITION_WORDS["object_xpos"], POSITION_WORDS["object_ypos"]
     checks = {
-        "text_phrasing": (parsed.template, txt["text_phrasing"]),
+        "text_phrasing": (template, txt["text_phrasing"]),
         "shape word": (
-            parsed.shape_word,
+            said["SHAPE"],
             words[txt["object_shape"]] if 0 <= txt["object_shape"] < len(words) else None,
         ),
-        "object_xpos": (parsed.xpos, txt["object_xpos"]),
-        "object_ypos": (parsed.ypos, txt["object_ypos"]),
-        "object_color_name": (parsed.colour_name, txt["object_color_name"]),
+        "object_xpos": (said["XPOS"], xwords[third(txt["object_xpos"], design, "object_xpos")]),
+        "object_ypos": (said["YPOS"], ywords[third(txt["object_ypos"], design, "object_ypos")]),
+        "object_color_name": (said["COLOR"], txt["object_color_name"]),
     }
+    for name in ("spotlight_color", "background_color"):
+        if name in design.described:
+            checks[f"{name}_name"] = (said[SLOT_OF_FACTOR[name]], txt[f"{name}_name"])
+    if "spotlight_pos" in design.described:
+        checks["spotlight_pos"] = (said["SPOTLIGHT_POS"], SPOTLIGHT_WORDS[third(txt["spotlight_pos"])])
+    if "object_material" in design.described:
+        checks["object_material"] = (said["MATERIAL"], design.materials[txt["object_material"]])
     for what, (got, want) in checks.items():
         if got != want:
             report.fail("sentence", f"{where}: sentence says {what} {got!r}, latents say {want!r}")
     try:
-        if colour_index(txt["object_color_name"]) != txt["object_color_index"]:
-            report.fail(
-                "colour",
-                f"{where}: object_color_index {txt['object_color_index']} is not the index of {txt['object_color_name']!r}",
-            )
         palette = palette_by_name(meta.get("palette"))
-        nearest = nearest_colour_name(img["object_color"], palette)
-        if nearest != txt["object_color_name"]:
-            report.fail(
-                "colour",
-                f"{where}: {txt['object_color_name']!r} is not the nearest {palette.name} name to hue {img['object_color']:.4f} ({nearest!r} is)",
-            )
+        named = [("object_color", object_rgb(img["object_color"]))]
+        for name, rgb_of in (("spotlight_color", spotlight_rgb), ("background_color", background_rgb)):
+            if name in design.described:
+                named.append((name, rgb_of(img[name], config.hue_mode)))
+        for name, rgb in named:
+            colour = txt[f"{name}_name"]
+            if colour_index(colour) != txt[f"{name}_index"]:
+                report.fail(
+                    "colour", f"{where}: {name}_index {txt[f'{name}_index']} is not the index of {colour!r}"
+                )
+            nearest = nearest_rgb_name(rgb, palette)
+            if nearest != colour:
+                report.fail(
+                    "colour",
+                    f"{where}: {colour!r} is not the nearest {palette.name} name to {name} {img[name]:.4f} ({nearest!r} is)",
+                )
     except ValueError as exc:
         report.fail("colour", f"{where}: {exc}")
-    hue, x = img["object_color"], img["object_xpos"]
-    if config.colour_mode == "causal" and not (x / 3 <= hue < (x + 1) / 3):
-        report.fail("hue", f"{where}: causal mode needs hue in [{x}/3, {x + 1}/3), got {hue:.4f}")
+    for e in design.edges:  # the interval rule at full strength puts the effect in the cause's bin
+        if e.mechanism == "interval" and e.strength == 1:
+            c, v = img[e.cause], img[e.effect]
+            b = int(c) if e.cause_values is not None else min(int(c * e.bins), e.bins - 1)
+            if (
+                e.effect in design.distributions
+                and design.distributions[e.effect].kind == "uniform"
+                and not (b / e.bins <= v < (b + 1) / e.bins)
+            ):
+                report.fail(
+                    "hue" if e.effect == "object_color" else "edge",
+                    f"{where}: edge {e.cause} -> {e.effect} (interval) needs {e.effect} in "
+                    f"[{b}/{e.bins}, {b + 1}/{e.bins}), got {v:.4f}",
+                )

@@ -14,11 +14,22 @@ from pathlib import Path
 import pytest
 
 from datagen.config import SPLITS, make_config
+from datagen.design import design_of
 from datagen.factors import scene_parameters
 from datagen.meshes import DEFAULT_SHAPES
 from datagen.pipeline import base_manifest, sample_json
 from datagen.sampling import sample
 
+# SceneParameters' fields at the golden commit (the material came later, "rubber" by default).
+SCENE_FIELDS = (
+    "shape",
+    "location",
+    "rotation_euler",
+    "object_rgb",
+    "spotlight_theta",
+    "spotlight_rgb",
+    "background_rgb",
+)
 GOLDEN = json.loads((Path(__file__).parent / "data" / "default_digest.json").read_text())
 
 
@@ -28,10 +39,12 @@ def digests(overrides: dict) -> dict:
     for split in SPLITS:
         for i in range(300):
             s = sample(cfg, split, i, DEFAULT_SHAPES)
+            scene = scene_parameters(s.image, cfg.hue_mode)
+            assert scene.material == "rubber" and design_of(cfg).scene(s.image) == scene
             rec = {
                 "json": sample_json(s, cfg),
                 "txt": s.sentence,
-                "scene": scene_parameters(s.image, cfg.hue_mode).__dict__,
+                "scene": {k: getattr(scene, k) for k in SCENE_FIELDS},
             }
             h.update(json.dumps(rec, sort_keys=True).encode())
     manifest = base_manifest(cfg, [], DEFAULT_SHAPES)
