@@ -2,11 +2,12 @@
 
 Checks, per split: the shard files, sample counts and sha256 listed in the manifest; that
 every sample decodes (PNG of the configured resolution, sentence, JSON); that keys and
-indices run consecutively; that the latents are exactly what the sampler draws for
-(seed, split, index) and lie in their domains; that every sentence parses back to its latents
-(template = phrasing, shape word, positions, colour name and index); that each colour name is
-the nearest in its palette; and that hues match the colour mode (causal: in
-[xpos/3, (xpos+1)/3)). Any failure gives exit status 2, a readable report and a last line naming the first problem.
+indices run consecutively; that the latents are the dataset's factors (its design), exactly what
+the sampler draws for (seed, split, index), in their domains and equal where both modalities
+hold them; that every sentence parses back to its latents (template = phrasing, shape word,
+position thirds, every colour name and index, spotlight side, material); that each colour name
+is the nearest in its palette; that render-space values match the latents; and that each full-
+strength interval edge holds (the causal colour: hue in [xpos/3, (xpos+1)/3)). Any failure gives exit status 2, a readable report and a last line naming the first problem.
 """
 
 from __future__ import annotations

@@ -21,6 +21,10 @@ from mmcl.data import DataError, Manifest
 from mmcl.tokenizer import BOS, EOS, PAD
 
 SLOTS = {"SHAPE": "shape", "COLOR": "colour", "YPOS": "ypos", "XPOS": "xpos"}
+# Slots a factor design adds (manifest text.slots; datagen/design.py): the colour ones take the
+# colour names, the others manifest text.slot_words. Parsed so the sentence is recognised; what
+# they say is kept in ParsedSentence.said.
+COLOUR_SLOTS = ("SPOTLIGHT_COLOR", "BACKGROUND_COLOR")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class ParsedSentence:
     object_xpos: int
     object_ypos: int
     colour_name: str
+    said: tuple[tuple[str, str], ...] = ()  # (slot, words) of a design's extra slots
 
 
 class Grammar:
@@ -46,6 +51,11 @@ class Grammar:
             ywords = list(text["position_words"]["object_ypos"])
             colours = list(text["colour_names"])
             shapes = [s["word"] for s in raw["shapes"]]
+            extra = {
+                slot: colours if slot in COLOUR_SLOTS else list(text["slot_words"][slot])
+                for slot in text.get("slots", SLOTS)
+                if slot not in SLOTS
+            }
         except (KeyError, TypeError) as exc:
             raise DataError(
                 f"{manifest.path}: the text grammar is incomplete (missing {exc}); sentences can only be "
@@ -59,7 +69,9 @@ class Grammar:
             "xpos": {join(w): i for i, w in enumerate(xwords)},
             "ypos": {join(w): i for i, w in enumerate(ywords)},
             "colour": {join(w): w for w in colours},
+            **{slot.lower(): {join(w): w for w in words} for slot, words in extra.items()},
         }
+        self.groups = {**SLOTS, **{slot: slot.lower() for slot in extra}}
         self.patterns = [self._compile(t) for t in templates]
         self._special = {PAD, BOS, EOS}
 
@@ -68,11 +80,11 @@ class Grammar:
 
     def _compile(self, template: str) -> re.Pattern:
         parts = []
-        for piece in re.split(r"(\{[A-Z]+\})", template):
+        for piece in re.split(r"(\{[A-Z_]+\})", template):
             if not piece:
                 continue
             if piece.startswith("{") and piece.endswith("}"):
-                slot = SLOTS.get(piece[1:-1])
+                slot = self.groups.get(piece[1:-1])
                 if slot is None:
                     raise DataError(f"template {template!r} has an unknown slot {piece}")
                 options = sorted(self.words[slot], key=len, reverse=True)
@@ -95,6 +107,11 @@ class Grammar:
                     self.words["xpos"][match["xpos"]],
                     self.words["ypos"][match["ypos"]],
                     self.words["colour"][match["colour"]],
+                    tuple(
+                        (slot, self.words[group][match[group]])
+                        for slot, group in self.groups.items()
+                        if slot not in SLOTS
+                    ),
                 )
         return None
 

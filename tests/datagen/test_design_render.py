@@ -114,3 +114,18 @@ def test_mmcl_reads_the_roles_of_the_design(toolbox_dataset):
         next(io.read_shard(toolbox_dataset / "test" / "shard-000000.tar"))["txt"]
     )
     assert len(tokens) > 0
+
+
+def test_mmcl_grammar_parses_the_designs_sentences(toolbox_dataset):
+    from mmcl.data import load_manifest
+    from mmcl.dmvae.grammar import Grammar
+
+    grammar = Grammar(load_manifest(toolbox_dataset))
+    recs = [r for p in sorted(toolbox_dataset.glob("*/shard-*.tar")) for r in io.read_shard(p)]
+    for rec in recs:
+        parsed = grammar.parse(rec["txt"])
+        assert parsed is not None, rec["txt"]
+        said = dict(parsed.said)
+        assert said["BACKGROUND_COLOR"] == rec["json"]["text"]["background_color_name"]
+        assert said["MATERIAL"] == rec["json"]["scene"]["material"]
+    assert grammar.parse(recs[0]["txt"].replace("made of", "made from")) is None
