@@ -69,6 +69,13 @@ CONTINUOUS_POSITIONS = {
     "object_xpos": "continuous in [0, 1], 0 left, 1 right; Blender y = v*6-3; the text names its third",
     "object_ypos": "continuous in [0, 1], 0 top, 1 bottom; Blender x = v*6-3; the text names its third",
 }
+# The thesis's causal colour (seed 003 §4.4): hue = (xpos + U(0, 1)) / 3.
+CAUSAL_COLOUR_EDGE = {
+    "cause": "object_xpos",
+    "effect": "object_color",
+    "mechanism": "interval",
+    "strength": 1.0,
+}
 _STANDARD_NORMAL = NormalDist()
 _EPS = 1e-12
 
@@ -338,18 +345,11 @@ def _table(
 
 
 def _edges(config, table: dict[str, Factor], distributions: dict[str, Distribution]) -> tuple[Edge, ...]:
-    raw_edges = list(config.edges)
+    raw_edges = [(f"edges[{i}]", raw) for i, raw in enumerate(config.edges)]
     if config.colour_mode == "causal":
-        raw_edges.insert(
-            0, {"cause": "object_xpos", "effect": "object_color", "mechanism": "interval", "strength": 1.0}
-        )
+        raw_edges.insert(0, ("colour_mode: causal", CAUSAL_COLOUR_EDGE))
     edges, seen = [], set()
-    for i, raw in enumerate(raw_edges):
-        where = (
-            "colour_mode: causal"
-            if (config.colour_mode == "causal" and i == 0)
-            else f"edges[{i - (config.colour_mode == 'causal')}]"
-        )
+    for where, raw in raw_edges:
         if not isinstance(raw, dict):
             raise DesignError(f"{where} must be a mapping with cause, effect, mechanism, strength")
         unknown = sorted(set(raw) - {"cause", "effect", "mechanism", "strength", "bins"})
