@@ -59,7 +59,7 @@ from mmcl.dmvae.critic import fresh_critic_mi
 from mmcl.dmvae.data import MODALITIES, add_unit_images
 from mmcl.dmvae.grammar import Grammar
 from mmcl.dmvae.io import DMVAEError, save_figure, write_csv, write_json
-from mmcl.dmvae.losses import poe, sample_gaussian
+from mmcl.dmvae.losses import sample_gaussian
 from mmcl.dmvae.run import LoadedRun, load_run
 from mmcl.dmvae.stage2 import SpecificModule
 from mmcl.paths import relative_to_folder
@@ -102,11 +102,11 @@ def encode_split(module: SpecificModule, data, split: str, seed: int = 0) -> dic
     cm = module.content_model
     for batch in _loader(data, split):
         experts = cm.experts(batch["image"], batch["text"])
-        reps["c"].append(poe(experts.mean, experts.logvar, prior_expert=cm.hparams.prior_expert).mean)
+        reps["c"].append(cm.aggregate(experts).mean)
         reps["c_image"].append(experts.mean[:, 0])
         reps["c_text"].append(experts.mean[:, 1])
         for m in MODALITIES:
-            if m in module.modalities:
+            if m in module.modalities and module.specific_sizes.get(m, 0) > 0:
                 q = module.encode_specific(m, module.inputs(m, batch)[0])
                 reps[f"m_{m}"].append(q.mean)
                 reps[f"m_{m}_logvar"].append(q.logvar)
@@ -304,6 +304,7 @@ def probing(
     max_samples: int | None,
     factors: list[str] | None = None,
     log=print,
+    representations: tuple[str, ...] = REPRESENTATIONS,
 ) -> list[dict]:
     from mmcl.probing.cli import run_probes
 
@@ -311,7 +312,7 @@ def probing(
         emb_dir,
         out_dir,
         probes=probes,
-        representations=list(REPRESENTATIONS),
+        representations=list(representations),
         factors=factors,
         max_samples=max_samples,
         seed=seed,
@@ -508,6 +509,7 @@ def evaluate(
             probe_max_samples,
             probe_factors,
             log,
+            reps,
         )
         factors = [f for f in numeric_factors(data.manifest) if any(r["factor"] == f for r in results)]
         matrix = probing_matrix(results, factors)

@@ -35,6 +35,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from mmcl.cli import user_error
 from mmcl.data import DataError
+from mmcl.dmvae.baselines import BaselineModule
 from mmcl.dmvae.data import DMVAEDataModule, add_unit_images
 from mmcl.dmvae.gmm import ContentPrior, fit_content_prior
 from mmcl.dmvae.io import (
@@ -88,6 +89,7 @@ def build_parser(prog: str = "mmcl dmvae fit"):
     for stage, cls, skip in (
         ("stage1", ContentModule, STAGE1_LINKED),
         ("stage2", SpecificModule, {"content_hparams"}),
+        ("baseline", BaselineModule, STAGE1_LINKED),
     ):
         p.add_argument(f"--{stage}.batch_size", type=int, default=128, help="training batch per device")
         p.add_argument(f"--{stage}.eval_batch_size", type=int | None, default=None)
@@ -125,7 +127,12 @@ def parse_config(argv: list[str]):
     if bad or not stages:
         raise DMVAEError(f"--stages takes a list of {', '.join(STAGES)}, got {cfg.stages}")
     cfg.stages = sorted(set(stages), key=STAGES.index)
-    for stage in ("stage1", "stage2"):
+    if "baseline" in cfg.stages and len(cfg.stages) > 1:
+        raise DMVAEError(
+            f"--stages {cfg.stages}: a run holds either the DMVAE (1, 2, gmm) or one baseline; "
+            "train the baseline with --stages [baseline] and its own --out"
+        )
+    for stage in ("stage1", "stage2", "baseline"):
         if cfg[stage].batch_size < 1:
             raise DMVAEError(f"{stage}.batch_size must be >= 1, got {cfg[stage].batch_size}")
         if cfg[stage].checkpoint_every_n_steps < 1:
@@ -412,6 +419,50 @@ def run_stage2(cfg, layout: RunLayout, log=print) -> Path:
     return ckpt
 
 
+def run_baseline(cfg, layout: RunLayout, log=print) -> Path:
+    """Train a joint multimodal VAE (mmcl.dmvae.baselines) into ``RUN/baseline``, resumably."""
+    data = make_data(cfg, "baseline")
+    pl.seed_everything(cfg.seed_everything, workers=True, verbose=False)
+    try:
+        module = BaselineModule(
+            vocabulary=data.vocabulary,
+            max_text_length=data.max_text_length,
+            image_resolution=data.manifest.resolution or 64,
+            **_as_dict(cfg.baseline.model),
+        )
+    except ValueError as exc:
+        raise DMVAEError(str(exc)) from None
+    ckpt = layout.checkpoint("baseline")
+    max_steps = cfg.baseline.trainer.max_steps
+    resume = _resume_point(ckpt, module, "baseline", max_steps)
+    if resume == "done":
+        log(f"baseline: {ckpt} already reached max_steps={max_steps}; skipped")
+        return ckpt
+    trainer_cfg = _as_dict(cfg.baseline.trainer)
+    if trainer_cfg.get("gradient_clip_val"):
+        raise DMVAEError(
+            "baseline.trainer.gradient_clip_val is not available with the manual optimisation of the "
+            "baselines; use baseline.model.grad_clip"
+        )
+    hp = module.hparams
+    log(
+        f"baseline: {hp.objective} (impartial {hp.impartial}), "
+        f"{sum(p.numel() for p in module.parameters()) / 1e6:.2f}M parameters, "
+        f"{'resuming ' + resume if resume else 'from scratch'}"
+    )
+    trainer = make_trainer(
+        "baseline",
+        trainer_cfg,
+        layout.stage_dir("baseline"),
+        cfg.baseline.checkpoint_every_n_steps,
+        cfg.progress,
+        log,
+    )
+    with quiet_lightning():
+        trainer.fit(module, datamodule=data, ckpt_path=resume)
+    return ckpt
+
+
 @torch.no_grad()
 def content_samples(
     content: ContentModule, data: DMVAEDataModule, split: str, seed: int, max_samples: int | None = None
@@ -481,6 +532,8 @@ def fit(argv: list[str], log=print) -> dict[str, Any]:
         out["stage2"] = run_stage2(cfg, layout, log)
     if "gmm" in cfg.stages:
         out["gmm"] = run_gmm(cfg, layout, log)
+    if "baseline" in cfg.stages:
+        out["baseline"] = run_baseline(cfg, layout, log)
     return out
 
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from mmcl.checkpoint import load_checkpoint
 
-STAGES: tuple[str, ...] = ("1", "2", "gmm")
+# "baseline": a joint multimodal VAE (mmcl.dmvae.baselines) instead of stages 1 and 2
+STAGES: tuple[str, ...] = ("1", "2", "gmm", "baseline")
 
 
 class DMVAEError(ValueError):
@@ -36,7 +37,7 @@ class RunLayout:
     root: Path
 
     def stage_dir(self, stage: str) -> Path:
-        return self.root / f"stage{stage}"
+        return self.root / (stage if stage == "baseline" else f"stage{stage}")
 
     def checkpoint(self, stage: str) -> Path:
         return self.stage_dir(stage) / "checkpoints" / "last.ckpt"

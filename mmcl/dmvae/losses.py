@@ -212,3 +212,125 @@ def normalised_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def mutual_information_estimate(logits_joint: torch.Tensor) -> torch.Tensor:
     """Eq. 9.8: ``E_joint[log D / (1 - D)]``; with ``D = sigmoid(l)``, ``log D/(1-D) = l``."""
     return logits_joint.mean()
+
+
+# ----------------------------------------------------------------------------- joint multimodal VAEs
+# The objectives of the baselines (mmcl.dmvae.baselines), each split into one share per
+# modality, ``L = sum_m L_m``, so impartial optimisation can take per-modality gradients (seed 001).
+# ``loglik(m, z, w)`` is log p(x_m | z, w) per example (w None without modality-specific latents),
+# ``sample(posterior)`` a reparameterised draw; every expert sits on dimension 1 of ``experts``
+# in the order of ``modalities``. K = 1 draw throughout (the MMVAE papers train importance-
+# weighted / DReG bounds with K > 1; see the module docstring of mmcl.dmvae.baselines).
+def log_normal(z: torch.Tensor, posterior: Posterior) -> torch.Tensor:
+    """``log N(z; mean, exp(logvar))`` summed over the last dimension."""
+    mean, logvar = posterior
+    return -0.5 * (LOG_2PI + logvar + (z - mean).pow(2) / logvar.exp()).sum(-1)
+
+
+def mixture_log_density(z: torch.Tensor, experts: Posterior) -> torch.Tensor:
+    """``log (1/M) sum_m N(z; mean_m, exp(logvar_m))`` for experts ``(B, M, d)`` and z ``(B, d)``."""
+    per_expert = log_normal(z.unsqueeze(1), experts)
+    return torch.logsumexp(per_expert, dim=1) - math.log(experts.mean.shape[1])
+
+
+def _expert(experts: Posterior, i: int) -> Posterior:
+    return Posterior(experts.mean[:, i], experts.logvar[:, i])
+
+
+def mvae_objective(experts: Posterior, modalities, loglik, sample, prior_expert: bool = True) -> dict:
+    """MVAE (Wu & Goodman 2018) with sub-sampled ELBOs: the full set's ELBO under the product of
+    experts plus each modality's own ELBO under its expert (both with the prior expert):
+    ``sum_j log p(x_j | z) - KL(q_PoE(z | x)) + sum_i [log p(x_i | z_i) - KL(q_PoE(z | x_i))]``;
+    modality m's share holds its log-likelihoods and 1/M of the joint KL."""
+    n = len(modalities)
+    full = poe(experts.mean, experts.logvar, prior_expert=prior_expert)
+    z = sample(full)
+    kl_full = kl_standard_normal(full)
+    out = {}
+    for i, m in enumerate(modalities):
+        mask = torch.zeros(experts.mean.shape[:2], dtype=torch.bool, device=experts.mean.device)
+        mask[:, i] = True
+        own = poe(experts.mean, experts.logvar, mask, prior_expert)
+        out[m] = loglik(m, z, None) - kl_full / n + loglik(m, sample(own), None) - kl_standard_normal(own)
+    return out
+
+
+def mmvae_objective(experts: Posterior, modalities, loglik, sample, specific: dict | None = None) -> dict:
+    """MMVAE (Shi et al. 2019), stratified over the experts with one draw each:
+    ``1/M sum_k [sum_j log p(x_j | z_k) + log p(z_k) - log q_MoE(z_k | x)]``, z_k ~ q(z | x_k).
+
+    With ``specific`` (modality -> q(w_m | x_m)) it is MMVAE+ (Palumbo et al. 2023): x_j is
+    decoded from (z_k, w_j) with w_j ~ q(w_j | x_j) when j = k and w~_j ~ N(0, I) (the auxiliary
+    prior, fixed here) otherwise, and each ``KL(q(w_m | x_m) || N(0, I))`` is subtracted once.
+    Modality m's share: its log-likelihoods, 1/M of the z terms, its own w's KL."""
+    n = len(modalities)
+    zs = [sample(_expert(experts, k)) for k in range(n)]
+    z_terms = (
+        sum(
+            log_normal(z, Posterior(torch.zeros_like(z), torch.zeros_like(z)))
+            - mixture_log_density(z, experts)
+            for z in zs
+        )
+        / n
+    )
+    own_w = {m: sample(q) for m, q in (specific or {}).items()}
+    out = {}
+    for j, m in enumerate(modalities):
+        share = z_terms / n
+        for k, z in enumerate(zs):
+            w = None
+            if specific is not None:
+                q = specific[m]
+                w = (
+                    own_w[m]
+                    if j == k
+                    else sample(Posterior(torch.zeros_like(q.mean), torch.zeros_like(q.mean)))
+                )
+            share = share + loglik(m, z, w) / n
+        if specific is not None:
+            share = share - kl_standard_normal(specific[m])
+        out[m] = share
+    return out
+
+
+def mopoe_objective(experts: Posterior, modalities, loglik, sample, mask: torch.Tensor) -> dict:
+    """MoPoE-VAE (Sutter et al. 2021): per example the subset ``mask`` (drawn uniformly from the
+    non-empty subsets) and ``sum_j log p(x_j | z) - KL(q_PoE(z | x_A))``, z ~ q_PoE(z | x_A): an
+    unbiased one-draw estimate of the average over subsets of their ELBOs."""
+    post = poe(experts.mean, experts.logvar, mask)
+    z = sample(post)
+    kl = kl_standard_normal(post) / len(modalities)
+    return {m: loglik(m, z, None) - kl for m in modalities}
+
+
+# ----------------------------------------------------------------------------- impartial optimisation
+def gradient_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(F.cosine_similarity(a.flatten(), b.flatten(), dim=0, eps=1e-12))
+
+
+def pcgrad(grads: list[torch.Tensor], generator: torch.Generator | None = None) -> torch.Tensor:
+    """PCGrad (Yu et al. 2020): each task gradient, in random order, loses its component along
+    every other task gradient it conflicts with (negative dot product); the results are summed."""
+    out = []
+    for i, g in enumerate(grads):
+        g = g.clone()
+        others = [j for j in torch.randperm(len(grads), generator=generator).tolist() if j != i]
+        for j in others:
+            dot = torch.dot(g, grads[j])
+            if dot < 0:
+                g = g - dot / grads[j].pow(2).sum().clamp_min(1e-20) * grads[j]
+        out.append(g)
+    return torch.stack(out).sum(0)
+
+
+def imtl_g(grads: list[torch.Tensor]) -> torch.Tensor:
+    """IMTL-G (Liu et al. 2021), closed form: weights alpha (sum 1) so that the aggregate
+    ``sum_t alpha_t g_t`` has equal projections on every task's unit gradient u_t;
+    ``alpha_{2:T} = g_1 U^T (D U^T)^-1`` with rows ``D_t = g_1 - g_t``, ``U_t = u_1 - u_t``.
+    Scaled by T so that equal, aligned gradients give their plain sum."""
+    g = torch.stack(grads)
+    u = g / g.norm(dim=1, keepdim=True).clamp_min(1e-20)
+    d, uu = g[0] - g[1:], u[0] - u[1:]
+    alpha_rest = torch.linalg.lstsq((d @ uu.T).T, (g[0] @ uu.T).unsqueeze(-1)).solution.squeeze(-1)
+    alpha = torch.cat([1 - alpha_rest.sum().unsqueeze(0), alpha_rest])
+    return len(grads) * (alpha.unsqueeze(1) * g).sum(0)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
 import yaml
 
 from mmcl.data import DataError
+from mmcl.dmvae.baselines import BaselineModule
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.gmm import ContentPrior
 from mmcl.dmvae.io import DMVAEError, RunLayout, check_vocabulary, model_hparams, read_checkpoint
@@ -48,6 +51,32 @@ def load_specific_module(path: Path, vocabulary: list[str]) -> tuple[SpecificMod
     return module.eval(), ckpt
 
 
+def load_baseline_module(path: Path, vocabulary: list[str]) -> tuple[BaselineModule, dict]:
+    ckpt = read_checkpoint(path, "baseline")
+    hp = model_hparams(ckpt)
+    if "objective" not in hp:
+        raise DMVAEError(f"{path}: not a baseline checkpoint (no objective)")
+    check_vocabulary(hp.get("vocabulary"), vocabulary, f"baseline checkpoint {path}")
+    try:
+        module = BaselineModule(**hp)
+        module.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise DMVAEError(f"{path}: cannot rebuild the baseline model ({exc})") from None
+    return module.eval(), ckpt
+
+
+class StandardNormalPrior:
+    """p(z) = N(0, I) with the ``sample(n, seed)`` / ``dim`` of :class:`ContentPrior`."""
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.meta = {"prior": "standard normal", "dim": dim}
+
+    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
+        rng = np.random.default_rng(seed)
+        return torch.from_numpy(rng.standard_normal((n, self.dim)).astype(np.float32))
+
+
 def load_run(
     run_dir: str | Path,
     data_root: str | Path | None = None,
@@ -77,8 +106,19 @@ def load_run(
     except DataError as exc:
         raise DMVAEError(str(exc)) from None
     ckpt_path = layout.checkpoint("2")
+    baseline_path = layout.checkpoint("baseline")
+    if not ckpt_path.is_file() and baseline_path.is_file():
+        module, ckpt = load_baseline_module(baseline_path, data.vocabulary)
+        # a joint VAE generates unconditionally from its own prior p(z) = N(0, I)
+        prior = StandardNormalPrior(module.content_size)
+        return LoadedRun(
+            layout, module, data, config, baseline_path, int(ckpt.get("global_step", 0)), prior, prior.meta
+        )
     if not ckpt_path.is_file():
-        raise DMVAEError(f"{ckpt_path} not found: train stage 2 first (`mmcl dmvae fit --stages [2,gmm]`)")
+        raise DMVAEError(
+            f"{ckpt_path} not found: train stage 2 first (`mmcl dmvae fit --stages [2,gmm]`), "
+            "or a baseline (`--stages [baseline]`)"
+        )
     module, ckpt = load_specific_module(ckpt_path, data.vocabulary)
     prior, prior_meta = None, {}
     if layout.gmm.is_file():

@@ -187,6 +187,10 @@ class ContentModule(ResumableRNG, pl.LightningModule):
         logvar = torch.stack([p.logvar for p in posts], 1)
         return poe(mean, logvar, prior_expert=self.hparams.prior_expert)
 
+    def aggregate(self, experts: Posterior) -> Posterior:
+        """q_PoE(c | x) of the experts stacked in ``experts``."""
+        return poe(experts.mean, experts.logvar, prior_expert=self.hparams.prior_expert)
+
     def mopoe_sample(
         self, experts: Posterior, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
