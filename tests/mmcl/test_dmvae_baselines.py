@@ -160,19 +160,24 @@ def metrics_rows(run: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("objective", ["mvae", "mmvae", "mopoe", "mmvae_plus"])
-def test_each_baseline_learns_on_real_shards(tiny_dataset, tmp_path, objective):
+@pytest.mark.parametrize(
+    "objective, impartial",
+    [("mvae", "none"), ("mmvae", "none"), ("mopoe", "none"), ("mmvae_plus", "none"), ("mvae", "imtl_g")],
+)
+def test_each_baseline_learns_on_real_shards(tiny_dataset, tmp_path, objective, impartial):
     """60 steps on the 48 tiny training pairs: the text objective rises clearly above its start."""
     extra = ["--baseline.model.objective", objective, "--baseline.trainer.max_steps", "60"]
+    extra += ["--baseline.model.impartial", impartial]
     if objective == "mmvae_plus":
         extra += ["--baseline.model.specific_size", "2"]
-    assert fit(tiny_dataset, tmp_path / objective, *extra) == 0
-    rows = [r for r in metrics_rows(tmp_path / objective) if r.get("baseline/text/objective")]
+    run = tmp_path / f"{objective}_{impartial}"
+    assert fit(tiny_dataset, run, *extra) == 0
+    rows = [r for r in metrics_rows(run) if r.get("baseline/text/objective")]
     text = [float(r["baseline/text/objective"]) for r in rows]
     assert np.mean(text[-5:]) > np.mean(text[:3]) + 20, text  # nats per sentence
     cos = [
         float(r["baseline/grad_cos"])
-        for r in metrics_rows(tmp_path / objective)
+        for r in metrics_rows(run)
         if r.get("baseline/grad_cos")
     ]
     assert cos and all(-1 <= c <= 1 for c in cos)
