@@ -175,11 +175,7 @@ def test_each_baseline_learns_on_real_shards(tiny_dataset, tmp_path, objective, 
     rows = [r for r in metrics_rows(run) if r.get("baseline/text/objective")]
     text = [float(r["baseline/text/objective"]) for r in rows]
     assert np.mean(text[-5:]) > np.mean(text[:3]) + 20, text  # nats per sentence
-    cos = [
-        float(r["baseline/grad_cos"])
-        for r in metrics_rows(run)
-        if r.get("baseline/grad_cos")
-    ]
+    cos = [float(r["baseline/grad_cos"]) for r in metrics_rows(run) if r.get("baseline/grad_cos")]
     assert cos and all(-1 <= c <= 1 for c in cos)
 
 
