@@ -19,6 +19,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -119,10 +120,16 @@ class DatasetConfig:
         if len(self.shapes) < 1 or len(set(self.shapes)) != len(self.shapes):
             raise ConfigError(f"shapes must be a non-empty list of distinct names, got {list(self.shapes)}")
         self.render.validate()
+        self.design  # noqa: B018 -- builds (and so checks) the factor design, kept for the sampler
+        return self
+
+    @cached_property
+    def design(self):
+        """The factor design (datagen.design), built once per config: the sampler, renderer and
+        validator ask for it for every sample."""
         from datagen.design import build_design
 
-        build_design(self)
-        return self
+        return build_design(self)
 
     @property
     def splits(self) -> tuple[str, ...]:

@@ -212,15 +212,9 @@ class Design:
 
 
 # ----------------------------------------------------------------------------- building
-_CACHE: dict[str, Design] = {}
-
-
 def design_of(config) -> Design:
-    """The design of a validated ``DatasetConfig`` (cached by its digest)."""
-    key = config.digest()
-    if key not in _CACHE:
-        _CACHE[key] = build_design(config)
-    return _CACHE[key]
+    """The design of a validated ``DatasetConfig`` (built once per config object)."""
+    return config.design
 
 
 def _number(where: str, value, lo: float, hi: float, lo_open: bool = False) -> float:
