@@ -45,10 +45,15 @@ from datagen.factors import (
     IMAGE,
     MATERIALS,
     OPTIONAL_FACTORS,
+    POSITION_WORDS,
+    SPOTLIGHT_WORDS,
     TEXT,
     Factor,
     SceneParameters,
+    background_rgb,
+    object_rgb,
     scene_parameters,
+    spotlight_rgb,
 )
 from datagen.text import (
     CLAUSES,
@@ -128,11 +133,14 @@ class Edge:
             return float(c)
         return float(c) / (self.cause_values - 1)
 
+    def bin(self, c: float) -> int:
+        """The interval mechanism's bin of the cause: its class, or its bin of [0, 1]."""
+        return int(c) if self.cause_values is not None else min(int(c * self.bins), self.bins - 1)
+
     def apply(self, u: float, c: float) -> float:
         s = self.strength
         if self.mechanism == "interval":
-            b = int(c) if self.cause_values is not None else min(int(c * self.bins), self.bins - 1)
-            inside = (b + u) / self.bins
+            inside = (self.bin(c) + u) / self.bins
             return inside if s == 1 else (1 - s) * u + s * inside
         z = _STANDARD_NORMAL.inv_cdf(min(max(u, _EPS), 1 - _EPS))
         standardised = (self._unit(c) - 0.5) * math.sqrt(12.0)
@@ -186,6 +194,43 @@ class Design:
             for e in incoming.get(name, ()):
                 u = e.apply(u, values[e.cause])
             values[name] = self.distributions[name].transform(u)
+
+    def word_index(self, name: str, value) -> int:
+        """Which of its three words names a position or the spotlight's side: a grid position
+        is its own index; a continuous value names the third of [0, 1] it lies in."""
+        if name in POSITIONS and name not in self.continuous_positions:
+            return int(value)
+        return min(int(value * 3), 2)
+
+    def named_colours(self, image: dict) -> list[tuple[str, tuple[float, float, float]]]:
+        """(factor, base RGB) of every colour the sentence names: the object's, and the
+        spotlight's and background's when described."""
+        out = [("object_color", object_rgb(image["object_color"]))]
+        for name, rgb_of in (("spotlight_color", spotlight_rgb), ("background_color", background_rgb)):
+            if name in self.described:
+                out.append((name, rgb_of(image[name], self.hue_mode)))
+        return out
+
+    def fills(self, values: dict, shape_word: str) -> dict[str, str]:
+        """The word of every slot of the grammar for a sample's latents (image and text)."""
+        fills = {
+            "SHAPE": shape_word,
+            "COLOR": values["object_color_name"],
+            **{
+                slot: POSITION_WORDS[name][self.word_index(name, values[name])]
+                for slot, name in (("XPOS", "object_xpos"), ("YPOS", "object_ypos"))
+            },
+        }
+        for name in ("spotlight_color", "background_color"):
+            if name in self.described:
+                fills[SLOT_OF_FACTOR[name]] = values[f"{name}_name"]
+        if "spotlight_pos" in self.described:
+            fills["SPOTLIGHT_POS"] = SPOTLIGHT_WORDS[
+                self.word_index("spotlight_pos", values["spotlight_pos"])
+            ]
+        if "object_material" in self.described:
+            fills["MATERIAL"] = self.materials[values["object_material"]]
+        return fills
 
     def scene(self, latents: dict) -> SceneParameters:
         """Render-space values of one sample's image latents."""

@@ -15,8 +15,7 @@ import numpy as np
 
 from datagen.config import SPLITS, DatasetConfig
 from datagen.design import design_of
-from datagen.factors import POSITION_WORDS, SPOTLIGHT_WORDS, background_rgb, spotlight_rgb
-from datagen.text import SLOT_OF_FACTOR, colour_index, nearest_colour_name, nearest_rgb_name, palettes
+from datagen.text import colour_index, nearest_rgb_name, palettes
 
 
 @dataclass(frozen=True)
@@ -63,28 +62,11 @@ def sample(config: DatasetConfig, split: str, index: int, shape_words: tuple[str
         values["object_material"] = int(rng.integers(len(design.materials)))
     design.resolve(values, uniforms)
 
-    colour_name = nearest_colour_name(values["object_color"], palette)
-    values["object_color_name"] = colour_name
-    values["object_color_index"] = colour_index(colour_name)
+    for name, rgb in design.named_colours(values):
+        values[f"{name}_name"] = nearest_rgb_name(rgb, palette)
+        values[f"{name}_index"] = colour_index(values[f"{name}_name"])
     values["text_phrasing"] = phrasing
     word = shape_words[values["object_shape"]]
-    fills = {
-        "SHAPE": word,
-        "COLOR": colour_name,
-        "XPOS": POSITION_WORDS["object_xpos"][third(values["object_xpos"], design, "object_xpos")],
-        "YPOS": POSITION_WORDS["object_ypos"][third(values["object_ypos"], design, "object_ypos")],
-    }
-    for name, rgb in (
-        ("spotlight_color", spotlight_rgb(values["spotlight_color"], config.hue_mode)),
-        ("background_color", background_rgb(values["background_color"], config.hue_mode)),
-    ):
-        if name in design.described:
-            values[f"{name}_name"] = fills[SLOT_OF_FACTOR[name]] = nearest_rgb_name(rgb, palette)
-            values[f"{name}_index"] = colour_index(values[f"{name}_name"])
-    if "spotlight_pos" in design.described:
-        fills["SPOTLIGHT_POS"] = SPOTLIGHT_WORDS[third(values["spotlight_pos"])]
-    if "object_material" in design.described:
-        fills["MATERIAL"] = design.materials[values["object_material"]]
     return Sample(
         split=split,
         index=index,
@@ -92,17 +74,9 @@ def sample(config: DatasetConfig, split: str, index: int, shape_words: tuple[str
         text={f.name: values[f.name] for f in design.factors_of("text")},
         palette=palette.name,
         shape_word=word,
-        sentence=design.grammar.sentence(phrasing, fills),
+        sentence=design.grammar.sentence(phrasing, design.fills(values, word)),
         render_seed=render_seed,
     )
-
-
-def third(value, design=None, name: str | None = None) -> int:
-    """The word index of a position or spotlight latent: the grid value itself, or the third of
-    [0, 1] a continuous value lies in."""
-    if design is not None and name not in design.continuous_positions:
-        return int(value)
-    return min(int(value * 3), 2)
 
 
 def samples(

@@ -21,13 +21,23 @@ from pathlib import Path
 from datagen import io
 from datagen.config import ConfigError, config_from_json
 from datagen.design import design_of
-from datagen.factors import POSITION_WORDS, SPOTLIGHT_WORDS, background_rgb, object_rgb, spotlight_rgb
 from datagen.pipeline import plan_shards
 from datagen.progress import Progress
-from datagen.sampling import sample, third
-from datagen.text import SLOT_OF_FACTOR, colour_index, nearest_rgb_name, palette_by_name, palette_digest
+from datagen.sampling import sample
+from datagen.text import colour_index, nearest_rgb_name, palette_by_name, palette_digest
 
 MAX_LISTED = 10
+# What a report calls the latent behind each slot of the grammar.
+SLOT_CHECKS = {
+    "SHAPE": "shape word",
+    "COLOR": "object_color_name",
+    "XPOS": "object_xpos",
+    "YPOS": "object_ypos",
+    "SPOTLIGHT_COLOR": "spotlight_color_name",
+    "BACKGROUND_COLOR": "background_color_name",
+    "SPOTLIGHT_POS": "spotlight_pos",
+    "MATERIAL": "object_material",
+}
 
 
 @dataclass
@@ -200,34 +210,17 @@ def _check_sample(
     except ValueError as exc:
         report.fail("sentence", f"{where}: {exc}")
         return
-    xwords, ywords = POSITION_WORDS["object_xpos"], POSITION_WORDS["object_ypos"]
-    checks = {
-        "text_phrasing": (template, txt["text_phrasing"]),
-        "shape word": (
-            said["SHAPE"],
-            words[txt["object_shape"]] if 0 <= txt["object_shape"] < len(words) else None,
-        ),
-        "object_xpos": (said["XPOS"], xwords[third(txt["object_xpos"], design, "object_xpos")]),
-        "object_ypos": (said["YPOS"], ywords[third(txt["object_ypos"], design, "object_ypos")]),
-        "object_color_name": (said["COLOR"], txt["object_color_name"]),
-    }
-    for name in ("spotlight_color", "background_color"):
-        if name in design.described:
-            checks[f"{name}_name"] = (said[SLOT_OF_FACTOR[name]], txt[f"{name}_name"])
-    if "spotlight_pos" in design.described:
-        checks["spotlight_pos"] = (said["SPOTLIGHT_POS"], SPOTLIGHT_WORDS[third(txt["spotlight_pos"])])
-    if "object_material" in design.described:
-        checks["object_material"] = (said["MATERIAL"], design.materials[txt["object_material"]])
+    expected = design.fills(
+        {**txt, **img}, words[txt["object_shape"]] if 0 <= txt["object_shape"] < len(words) else None
+    )
+    checks = {"text_phrasing": (template, txt["text_phrasing"])}
+    checks.update({SLOT_CHECKS[slot]: (said[slot], expected[slot]) for slot in design.grammar.slots})
     for what, (got, want) in checks.items():
         if got != want:
             report.fail("sentence", f"{where}: sentence says {what} {got!r}, latents say {want!r}")
     try:
         palette = palette_by_name(meta.get("palette"))
-        named = [("object_color", object_rgb(img["object_color"]))]
-        for name, rgb_of in (("spotlight_color", spotlight_rgb), ("background_color", background_rgb)):
-            if name in design.described:
-                named.append((name, rgb_of(img[name], config.hue_mode)))
-        for name, rgb in named:
+        for name, rgb in design.named_colours(img):
             colour = txt[f"{name}_name"]
             if colour_index(colour) != txt[f"{name}_index"]:
                 report.fail(
@@ -244,7 +237,7 @@ def _check_sample(
     for e in design.edges:  # the interval rule at full strength puts the effect in the cause's bin
         if e.mechanism == "interval" and e.strength == 1:
             c, v = img[e.cause], img[e.effect]
-            b = int(c) if e.cause_values is not None else min(int(c * e.bins), e.bins - 1)
+            b = e.bin(c)
             if (
                 e.effect in design.distributions
                 and design.distributions[e.effect].kind == "uniform"
