@@ -54,7 +54,6 @@ from torch import nn
 from mmcl.dmvae.data import MODALITIES
 from mmcl.dmvae.losses import (
     IMAGE_LIKELIHOODS,
-    categorical_log_likelihood,
     gradient_cosine,
     imtl_g,
     kl_standard_normal,
@@ -74,6 +73,7 @@ from mmcl.dmvae.networks import (
     gaussian_text_encoder,
 )
 from mmcl.dmvae.stage1 import ResumableRNG, check_schedule, lr_lambda
+from mmcl.dmvae.stage2 import data_log_likelihood, generate_data
 from mmcl.encoders import Posterior, check_encoding_size
 from mmcl.tokenizer import BOS, EOS, PAD
 
@@ -286,16 +286,17 @@ class BaselineModule(ResumableRNG, pl.LightningModule):
     ) -> torch.Tensor:
         """Images in [0, 1] or token ids (greedy for coherence, sampled for grids)."""
         latent = torch.cat([content, specific.to(content.dtype)], dim=-1)
-        if modality == "image":
-            return self.decoders["image"](latent)
-        return self.decoders["text"].generate(latent, greedy, generator)
+        return generate_data(self.decoders[modality], modality, latent, greedy, generator)
 
     def log_likelihood(self, modality: str, target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        if modality == "image":
-            fn = IMAGE_LIKELIHOODS[self.hparams.image_likelihood]
-            return fn(target, output, self.image_log_scale.exp())
-        later = target[:, 1:]  # the tokens after <bos> up to <eos>; the padding after it is implied
-        return categorical_log_likelihood(output, later, mask=later != self.decoders["text"].pad_id)
+        return data_log_likelihood(
+            self.decoders[modality],
+            modality,
+            target,
+            output,
+            self.hparams.image_likelihood,
+            self.image_log_scale.exp(),
+        )
 
     def vae_terms(
         self, modality: str, batch: dict, content: torch.Tensor, generator: torch.Generator | None = None

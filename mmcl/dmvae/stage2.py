@@ -115,6 +115,45 @@ def per_modality(value: Any, modalities: list[str], name: str) -> dict[str, Any]
     return {m: value for m in modalities}
 
 
+def generate_data(
+    decoder: nn.Module,
+    modality: str,
+    latent: torch.Tensor,
+    greedy: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Images in [0, 1] ``(B, 3, H, W)`` or token ids ``(B, L)`` from a decoder's latent: greedy
+    (most likely token each step, used for coherence) or sampled (``greedy=False``, for grids).
+    Shared by the DMVAE and the baselines (mmcl.dmvae.baselines)."""
+    if modality == "image":
+        return decoder(latent)
+    if isinstance(decoder, AutoregressiveTextDecoder):
+        return decoder.generate(latent, greedy, generator)
+    logits = decoder(latent).float()
+    if greedy:
+        return logits.argmax(-1)
+    flat = torch.softmax(logits, -1).flatten(0, 1).cpu()
+    return torch.multinomial(flat, 1, generator=generator).view(logits.shape[:2]).to(logits.device)
+
+
+def data_log_likelihood(
+    decoder: nn.Module,
+    modality: str,
+    target: torch.Tensor,
+    output: torch.Tensor,
+    image_likelihood: str,
+    image_scale: torch.Tensor,
+) -> torch.Tensor:
+    """log p(x | latent) per example of a decoder's ``output`` (image location or text logits)."""
+    if modality == "image":
+        return IMAGE_LIKELIHOODS[image_likelihood](target, output, image_scale)
+    if isinstance(decoder, AutoregressiveTextDecoder):
+        # the tokens after <bos> up to and including <eos>; the padding after it is implied
+        later = target[:, 1:]
+        return categorical_log_likelihood(output, later, mask=later != decoder.pad_id)
+    return categorical_log_likelihood(output, target)
+
+
 class SpecificModule(ResumableRNG, pl.LightningModule):
     """Stage 2: per-modality conditional VAEs + MI discriminators on a frozen :class:`ContentModule`.
 
@@ -395,26 +434,12 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         """Images in [0, 1] ``(B, 3, H, W)`` or token ids ``(B, L)``: greedy (most likely token
         each step, used for coherence) or sampled (``greedy=False``, for grids)."""
         latent = torch.cat([content, specific], dim=-1)
-        decoder = self.decoders[modality]
-        if modality == "image":
-            return decoder(latent)
-        if self.autoregressive_text:
-            return decoder.generate(latent, greedy, generator)
-        logits = decoder(latent).float()
-        if greedy:
-            return logits.argmax(-1)
-        flat = torch.softmax(logits, -1).flatten(0, 1).cpu()
-        return torch.multinomial(flat, 1, generator=generator).view(logits.shape[:2]).to(logits.device)
+        return generate_data(self.decoders[modality], modality, latent, greedy, generator)
 
     def log_likelihood(self, modality: str, target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-        if modality == "image":
-            fn = IMAGE_LIKELIHOODS[self.hparams.image_likelihood]
-            return fn(target, output, self.image_scale)
-        if self.autoregressive_text:
-            # the tokens after <bos> up to and including <eos>; the padding after it is implied
-            later = target[:, 1:]
-            return categorical_log_likelihood(output, later, mask=later != self.decoders[modality].pad_id)
-        return categorical_log_likelihood(output, target)
+        return data_log_likelihood(
+            self.decoders[modality], modality, target, output, self.hparams.image_likelihood, self.image_scale
+        )
 
     def mutual_information(
         self, modality: str, content: torch.Tensor, specific: torch.Tensor
