@@ -2,7 +2,7 @@
 factor toolbox (issue 17): the sampler's latents, sentences and render-space values, each
 sample's json, the config digest and the manifest header hash to what the code produced then.
 
-``data/default_digest.json`` was written by the code of commit 1a4283b (before the toolbox) with
+``golden/default_digest.json`` was written by the code of commit 1a4283b (before the toolbox) with
 exactly the procedure of ``digests`` below; the demo's config digest there equals the one in the
 manifest of the committed ``make demo`` run.
 """
@@ -30,7 +30,7 @@ SCENE_FIELDS = (
     "spotlight_rgb",
     "background_rgb",
 )
-GOLDEN = json.loads((Path(__file__).parent / "data" / "default_digest.json").read_text())
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "default_digest.json").read_text())
 
 
 def digests(overrides: dict) -> dict:
