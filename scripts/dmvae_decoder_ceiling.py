@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="runs/demo/data")
     p.add_argument("--classifier", required=True, help="factor classifier .pt written by `mmcl dmvae eval`")
     p.add_argument("--widths", type=int, nargs="+", default=[12], help="decoder_base_channels to try")
+    p.add_argument("--res-blocks", type=int, default=0, help="ImageDecoder res_blocks (extra 3x3 layers)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--eval-at", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     p.add_argument("--batch-size", type=int, default=64)
@@ -123,9 +124,12 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     last_drawn = None
     for width in args.widths:
-        state_path = work / f"width{width}.pt"
+        variant = f"width{width}" + (f"_res{args.res_blocks}" if args.res_blocks else "")
+        state_path = work / f"{variant}.pt"
         torch.manual_seed(args.seed)
-        decoder = ImageDecoder(train_cond.shape[1], data.manifest.resolution or 64, width)
+        decoder = ImageDecoder(
+            train_cond.shape[1], data.manifest.resolution or 64, width, res_blocks=args.res_blocks
+        )
         opt = torch.optim.Adam(decoder.parameters(), lr=args.lr)
         step, seconds, done_rows = 0, 0.0, []
         if state_path.is_file():
@@ -156,7 +160,7 @@ def main(argv=None) -> int:
                 train_acc, _ = judge(
                     decoder, classifier, train_cond[seen], {k: v[seen] for k, v in train_lat.items()}
                 )
-                row = {"width": width, "step": step, "parameters": n_params, "seconds": round(elapsed, 1),
+                row = {"width": width, "res_blocks": args.res_blocks, "step": step, "parameters": n_params, "seconds": round(elapsed, 1),
                        "seconds_per_step": round(elapsed / step, 4), "test_nll": None, "accuracy": acc,
                        "train_accuracy": train_acc}  # fmt: skip
                 with torch.no_grad():

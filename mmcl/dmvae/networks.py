@@ -97,11 +97,35 @@ def gaussian_text_encoder(
     )
 
 
+class ResidualConv(nn.Module):
+    """``h + SiLU(BN(conv3x3(h)))``: one more layer at a resolution, the identity at start-up
+    scale, so depth is added where the decoder draws without widening the cheap skip path."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, 1, 1, bias=False), nn.BatchNorm2d(channels), nn.SiLU()
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.body(h)
+
+
 class ImageDecoder(nn.Module):
-    """(c, m) -> location of p(x_img | c, m) in [0, 1], shape (B, 3, resolution, resolution)."""
+    """(c, m) -> location of p(x_img | c, m) in [0, 1], shape (B, 3, resolution, resolution).
+
+    ``res_blocks`` adds that many :class:`ResidualConv` after every upsampling. Channels halve
+    as the area quadruples, so each such layer costs the same at every resolution (about 7 %
+    of the width-12 decoder at 64x64 per resolution); 0 is the plain DCGAN-style stack.
+    """
 
     def __init__(
-        self, latent_size: int, resolution: int = 64, base_channels: int = 32, max_channels: int = 256
+        self,
+        latent_size: int,
+        resolution: int = 64,
+        base_channels: int = 32,
+        max_channels: int = 256,
+        res_blocks: int = 0,
     ):
         super().__init__()
         s0, blocks = upsampling_start(resolution)
@@ -112,6 +136,7 @@ class ImageDecoder(nn.Module):
         layers: list[nn.Module] = []
         for c_in, c_out in zip(channels, channels[1:]):
             layers += [nn.ConvTranspose2d(c_in, c_out, 4, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.SiLU()]
+            layers += [ResidualConv(c_out) for _ in range(res_blocks)]
         layers.append(nn.Conv2d(channels[-1], 3, 3, 1, 1))
         self.deconv = nn.Sequential(*layers)
 

@@ -183,6 +183,8 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         image_backbone, image_hidden_size, image_base_channels: the q(m_img | x_img) encoder.
         decoder_base_channels: channels of the last transposed convolution (doubled towards
             the input, at most 256).
+        decoder_res_blocks: 3x3 residual layers after each upsampling of the image decoder
+            (:class:`~mmcl.dmvae.networks.ImageDecoder`; 0 = the plain stack).
         text_embedding_dim, text_fbase: the ConvNet encoder of q(m_txt | x_txt).
         text_decoder: 'autoregressive' (GRU, teacher forcing; the default) or 'per_position'
             (the earlier MLP with a categorical per position).
@@ -213,6 +215,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         image_hidden_size: int = 256,
         image_base_channels: int = 32,
         decoder_base_channels: int = 16,
+        decoder_res_blocks: int = 0,
         text_embedding_dim: int = 64,
         text_fbase: int = 16,
         text_decoder: Literal["autoregressive", "per_position"] = "autoregressive",
@@ -319,7 +322,9 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
                 self.encoders[m] = gaussian_image_encoder(
                     size, chp.image_resolution, image_backbone, image_hidden_size, image_base_channels
                 )
-                self.decoders[m] = ImageDecoder(c_size + size, chp.image_resolution, decoder_base_channels)
+                self.decoders[m] = ImageDecoder(
+                    c_size + size, chp.image_resolution, decoder_base_channels, res_blocks=decoder_res_blocks
+                )
             else:
                 self.encoders[m] = gaussian_text_encoder(
                     size, len(chp.vocabulary), chp.max_text_length, "convnet", text_embedding_dim, text_fbase

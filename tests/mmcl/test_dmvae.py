@@ -182,6 +182,28 @@ def test_image_decoder_sizes():
         upsampling_start(100)
 
 
+def test_image_decoder_residual_layers_keep_the_plain_stack_loadable():
+    """res_blocks = 0 must stay the decoder every committed run was saved with (same state
+    keys); res_blocks = 1 adds one 3x3 layer per resolution and still fits a target."""
+    plain, deeper = ImageDecoder(6, 32, base_channels=4), ImageDecoder(6, 32, base_channels=4, res_blocks=1)
+    plain_keys = set(plain.state_dict())
+    assert all(k.startswith(("linear.", "deconv.")) for k in plain_keys)
+    assert [k for k in plain_keys if "body" in k] == []
+    extra = [k for k in deeper.state_dict() if ".body.0.weight" in k]
+    assert len(extra) == 3  # 4x4 -> 8 -> 16 -> 32: one layer after each of three upsamplings
+    torch.manual_seed(0)
+    z, target = torch.randn(8, 6), torch.rand(8, 3, 32, 32)
+    opt = torch.optim.Adam(deeper.parameters(), lr=1e-2)
+    first = None
+    for _ in range(60):
+        loss = (deeper(z) - target).abs().mean()
+        first = first if first is not None else float(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < 0.8 * first
+
+
 # ----------------------------------------------------------------------------- grammar
 def test_grammar_parses_every_real_sentence_exactly(tiny_dataset):
     manifest = load_manifest(tiny_dataset)
