@@ -32,6 +32,15 @@ MODES = ("text2image", "image2text", "unconditional")
 
 
 @torch.no_grad()
+def rows_are(module: SpecificModule, modality: str) -> str:
+    """What a grid's rows vary: a prior draw of m_i, or nothing for a model without m_i (the
+    MVAE/MMVAE/MoPoE baselines: image rows repeat, text rows are token-sampling draws)."""
+    name = "m_img" if modality == "image" else "m_txt"
+    if module.specific_sizes[modality]:
+        return f"one {name} ~ N(0, I)"
+    return f"{'a repeat' if modality == 'image' else 'one sampled sentence'} (this model has no {name})"
+
+
 def prior_specific(module: SpecificModule, modality: str, n: int, seed: int) -> torch.Tensor:
     """``n`` draws of m_modality from N(0, I)."""
     g = torch.Generator().manual_seed(seed)
@@ -83,6 +92,7 @@ def image_grid_figure(
     column_titles: list[str] | None = None,
     header_images: torch.Tensor | None = None,
     title: str = "",
+    row_label: str = "m ~ N(0, I)",
 ):
     """(R, K, 3, H, W) images as a grid; optional wrapped titles or an extra top row of images."""
     import matplotlib
@@ -105,7 +115,7 @@ def image_grid_figure(
             axes[0, j].set_title("\n".join(textwrap.wrap(column_titles[j], 22)), fontsize=5.5)
     if header_images is not None:
         axes[0, 0].set_ylabel("input", fontsize=7)
-    axes[extra, 0].set_ylabel("m ~ N(0, I)", fontsize=7)
+    axes[extra, 0].set_ylabel(row_label, fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
@@ -179,6 +189,7 @@ def generate(
         "run": relative_to_folder(run.layout.root, out_dir),
         "global_step": run.global_step,
         "seed": seed,
+        "rows": {m: rows_are(module, m) for m in module.modalities},
         "files": {},
     }
     cond = conditioning_batch(data, split, columns) if {"text2image", "image2text"} & set(modes) else None
@@ -201,7 +212,8 @@ def generate(
             fig = image_grid_figure(
                 images,
                 sentences,
-                title="text -> image: column = c of the sentence above, row = one m_img ~ N(0, I)",
+                title=f"text -> image: column = c of the sentence above, row = {rows_are(module, 'image')}",
+                row_label="m ~ N(0, I)" if module.specific_sizes["image"] else "no m",
             )
             path = out_dir / "text2image.png"
             save_figure(fig, path)
@@ -214,8 +226,8 @@ def generate(
                 sents,
                 ok,
                 cond["image01"],
-                title="image -> text: column = c of the image "
-                "above, row = one m_txt ~ N(0, I) (red: not a sentence of the grammar)",
+                title=f"image -> text: column = c of the image above, row = {rows_are(module, 'text')} "
+                "(red: not a sentence of the grammar)",
             )
             path = out_dir / "image2text.png"
             save_figure(fig, path)
@@ -228,7 +240,9 @@ def generate(
                     module, "image", content, prior_specific(module, "image", rows, seed + 1), seed + 1
                 )
                 fig = image_grid_figure(
-                    images, title="unconditional images: column = one c ~ GMM, row = one m_img ~ N(0, I)"
+                    images,
+                    title=f"unconditional images: column = one c ~ GMM, row = {rows_are(module, 'image')}",
+                    row_label="m ~ N(0, I)" if module.specific_sizes["image"] else "no m",
                 )
                 path = out_dir / "unconditional_image.png"
                 save_figure(fig, path)
@@ -241,7 +255,7 @@ def generate(
                 fig = text_grid_figure(
                     sents,
                     ok,
-                    title="unconditional text: the same columns of c ~ GMM, row = one m_txt ~ N(0, I)",
+                    title=f"unconditional text: the same columns of c ~ GMM, row = {rows_are(module, 'text')}",
                 )
                 path = out_dir / "unconditional_text.png"
                 save_figure(fig, path)

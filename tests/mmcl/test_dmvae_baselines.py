@@ -207,6 +207,14 @@ def test_impartial_baseline_fits_and_evaluates_like_the_dmvae(tiny_dataset, tmp_
     emb = json.loads((out / "embeddings" / "embeddings.json").read_text())
     assert set(emb["representations"]) == {"c", "c_image", "c_text"}  # no w without MMVAE+
     assert metrics.get("mi_fresh_critic", {}) == {}
+    samples = tmp_path / "samples"
+    gen = ["generate", "--run", str(run), "--out", str(samples), "--columns", "2", "--rows", "2"]
+    assert dmvae_main(gen) == 0
+    made = json.loads((samples / "samples.json").read_text())
+    assert {"text2image", "image2text"} <= set(made["files"])
+    # no w_i in PoE/MoE/MoPoE models: the grids must not claim their rows are draws of m
+    assert made["rows"] == {"image": "a repeat (this model has no m_img)",
+                            "text": "one sampled sentence (this model has no m_txt)"}  # fmt: skip
 
 
 def test_baseline_run_resumes_to_the_straight_run(tiny_dataset, tmp_path):

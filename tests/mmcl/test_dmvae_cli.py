@@ -93,6 +93,7 @@ def test_generate_grids_share_c_along_columns_and_m_along_rows(tiny_run):
     made = json.loads((tiny_run / "samples" / "samples.json").read_text())
     assert set(made["files"]) == {"text2image", "image2text", "unconditional_image", "unconditional_text"}
     assert made["run"] == ".."  # paths relative to the folder of samples.json, none of this machine
+    assert made["rows"] == {"image": "one m_img ~ N(0, I)", "text": "one m_txt ~ N(0, I)"}
     for name in made["files"].values():
         assert (tiny_run / "samples" / name).stat().st_size > 1000
     run = load_run(tiny_run)
