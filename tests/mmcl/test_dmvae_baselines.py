@@ -137,6 +137,13 @@ def test_imtl_g_equalises_the_projections():
     assert float(agg @ u1) == pytest.approx(float(agg @ u2), rel=1e-6) and float(agg @ u1) > 0
     same = torch.tensor([1.0, 2.0, 0.5])
     assert torch.allclose(imtl_g([same, same]), 2 * same)
+    # impartial to scale: rescaling one modality's gradient (the image's is ~100x the text's
+    # here) leaves the aggregate's direction unchanged, so per-dimension likelihood weights
+    # cannot change what IMTL-G does to the shared encoders (docs/baselines)
+    for k in (0.01, 100.0):
+        cos = torch.nn.functional.cosine_similarity(imtl_g([k * g1, g2]), agg, dim=0)
+        assert float(cos) == pytest.approx(1.0, abs=1e-6)
+    assert float(torch.nn.functional.cosine_similarity(pcgrad([100 * g1, g2]), pcgrad([g1, g2]), dim=0)) < 0.99
 
 
 # ----------------------------------------------------------------------------- end to end
