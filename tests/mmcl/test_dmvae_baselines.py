@@ -143,7 +143,9 @@ def test_imtl_g_equalises_the_projections():
     for k in (0.01, 100.0):
         cos = torch.nn.functional.cosine_similarity(imtl_g([k * g1, g2]), agg, dim=0)
         assert float(cos) == pytest.approx(1.0, abs=1e-6)
-    assert float(torch.nn.functional.cosine_similarity(pcgrad([100 * g1, g2]), pcgrad([g1, g2]), dim=0)) < 0.99
+    assert (
+        float(torch.nn.functional.cosine_similarity(pcgrad([100 * g1, g2]), pcgrad([g1, g2]), dim=0)) < 0.99
+    )
 
 
 # ----------------------------------------------------------------------------- end to end
