@@ -31,7 +31,6 @@ from mmcl.paths import relative_to_folder
 MODES = ("text2image", "image2text", "unconditional")
 
 
-@torch.no_grad()
 def rows_are(module: SpecificModule, modality: str) -> str:
     """What a grid's rows vary: a prior draw of m_i, or nothing for a model without m_i (the
     MVAE/MMVAE/MoPoE baselines: image rows repeat, text rows are token-sampling draws)."""
@@ -41,6 +40,7 @@ def rows_are(module: SpecificModule, modality: str) -> str:
     return f"{'a repeat' if modality == 'image' else 'one sampled sentence'} (this model has no {name})"
 
 
+@torch.no_grad()
 def prior_specific(module: SpecificModule, modality: str, n: int, seed: int) -> torch.Tensor:
     """``n`` draws of m_modality from N(0, I)."""
     g = torch.Generator().manual_seed(seed)
@@ -192,6 +192,7 @@ def generate(
         "rows": {m: rows_are(module, m) for m in module.modalities},
         "files": {},
     }
+    image_row_label = "m ~ N(0, I)" if module.specific_sizes.get("image") else "no m"
     cond = conditioning_batch(data, split, columns) if {"text2image", "image2text"} & set(modes) else None
     if cond is not None and len(cond["text"]) < columns:
         raise DMVAEError(f"split {split!r} has only {len(cond['text'])} examples for {columns} columns")
@@ -213,7 +214,7 @@ def generate(
                 images,
                 sentences,
                 title=f"text -> image: column = c of the sentence above, row = {rows_are(module, 'image')}",
-                row_label="m ~ N(0, I)" if module.specific_sizes["image"] else "no m",
+                row_label=image_row_label,
             )
             path = out_dir / "text2image.png"
             save_figure(fig, path)
@@ -242,7 +243,7 @@ def generate(
                 fig = image_grid_figure(
                     images,
                     title=f"unconditional images: column = one c ~ GMM, row = {rows_are(module, 'image')}",
-                    row_label="m ~ N(0, I)" if module.specific_sizes["image"] else "no m",
+                    row_label=image_row_label,
                 )
                 path = out_dir / "unconditional_image.png"
                 save_figure(fig, path)

@@ -98,8 +98,8 @@ def gaussian_text_encoder(
 
 
 class ResidualConv(nn.Module):
-    """``h + SiLU(BN(conv3x3(h)))``: one more layer at a resolution, the identity at start-up
-    scale, so depth is added where the decoder draws without widening the cheap skip path."""
+    """``h + SiLU(BN(conv3x3(h)))``: one more layer at a resolution, with a skip path so that
+    depth is added without changing the channel count."""
 
     def __init__(self, channels: int):
         super().__init__()
