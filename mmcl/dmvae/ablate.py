@@ -85,6 +85,8 @@ def ablation_row(delta: float, metrics: dict) -> dict[str, Any]:
         "reconstruction_text",
         "text2image_aggregate",
         "image2text_aggregate",
+        "text2image_gmm",
+        "image2text_gmm",
     ):
         for f, v in metrics["coherence"].get(direction, {}).items():
             row[f"coherence_{direction}_{f}"] = v

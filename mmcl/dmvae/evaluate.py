@@ -22,6 +22,10 @@
   batch instead of a draw from N(0, I). Between the prior's and the reconstruction's figures it
   tells a prior that misses where q(m_i | x) puts its mass (an informative m, high KL) from
   content that does not condition the decoder.
+* **Coherence with m from the fitted density** (``text2image_gmm``, ``image2text_gmm``, when the
+  run's ``gmm`` stage fitted ``gmm_m_<modality>.npz``): m_i drawn from a GMM fitted on the draws
+  of q(m_i | x_i) over the training set (ex-post density estimation, as for c), independent of
+  the conditioning c: what ``mmcl dmvae generate --specific-prior gmm`` draws.
 * **Reconstruction coherence**, the ceiling of cross-modal coherence: the same classifier and
   parser on reconstructions, c = full-set PoE mean and m_i = mean of q(m_i | x_i) of the same
   example. Low reconstruction coherence means the decoder cannot draw (or write) the factor;
@@ -183,20 +187,30 @@ def _count_sentences(
 
 @torch.no_grad()
 def coherence(
-    module: SpecificModule, classifier: FactorClassifier, grammar: Grammar, data, split: str, seed: int
+    module: SpecificModule,
+    classifier: FactorClassifier,
+    grammar: Grammar,
+    data,
+    split: str,
+    seed: int,
+    specific_priors: dict | None = None,
 ) -> dict[str, Any]:
-    """Cross-modal coherence on ``split`` plus classifier features of real and text->image images."""
+    """Cross-modal coherence on ``split`` plus classifier features of real and text->image images;
+    with ``specific_priors`` (modality -> fitted density of m_i) also the ``*_gmm`` rows."""
     g = torch.Generator().manual_seed(seed)
     cm = module.content_model
+    dens = specific_priors or {}
     t2i = {f: 0 for f in (*CONTENT, "all")}
     i2t = {f: 0 for f in (*CONTENT, "all", "parsed")}
     t2i_agg = {f: 0 for f in (*CONTENT, "all")}
     i2t_agg = {f: 0 for f in (*CONTENT, "all", "parsed")}
+    t2i_gmm = {f: 0 for f in (*CONTENT, "all")}
+    i2t_gmm = {f: 0 for f in (*CONTENT, "all", "parsed")}
     rec_img = {f: 0 for f in (*CONTENT, "all")}
     rec_txt = {f: 0 for f in (*CONTENT, "all", "parsed")}
     n = 0
     feats_real, feats_t2i = [], []
-    for batch in _loader(data, split):
+    for step, batch in enumerate(_loader(data, split)):
         b = len(batch["text"])
         n += b
         truth = {f: batch["latents_image"][f] for f in CONTENT}
@@ -212,6 +226,9 @@ def coherence(
             _count_images(classifier.predict(module.generate("image", c_full, m_own)), truth, rec_img)
             # m from the aggregate posterior: the posterior mean of the next example of the batch
             _count_images(classifier.predict(module.generate("image", c, m_own.roll(1, 0))), truth, t2i_agg)
+            if "image" in dens:  # m from the density fitted on the aggregate posterior
+                m = dens["image"].sample(b, seed + 2 * step + 1)
+                _count_images(classifier.predict(module.generate("image", c, m)), truth, t2i_gmm)
         if "text" in module.modalities:
             c = cm.content(image=batch["image"]).mean
             m = torch.randn(b, module.specific_sizes["text"], generator=g)
@@ -219,15 +236,22 @@ def coherence(
             m_own = module.encode_specific("text", batch["text"]).mean
             _count_sentences(grammar, module.generate("text", c_full, m_own), truth, rec_txt)
             _count_sentences(grammar, module.generate("text", c, m_own.roll(1, 0)), truth, i2t_agg)
+            if "text" in dens:
+                m = dens["text"].sample(b, seed + 2 * step + 2)
+                _count_sentences(grammar, module.generate("text", c, m), truth, i2t_gmm)
     out: dict[str, Any] = {"n": n}
     if "image" in module.modalities:
         out["text2image"] = {f: v / n for f, v in t2i.items()}
         out["text2image_aggregate"] = {f: v / n for f, v in t2i_agg.items()}
         out["reconstruction_image"] = {f: v / n for f, v in rec_img.items()}
+        if "image" in dens:
+            out["text2image_gmm"] = {f: v / n for f, v in t2i_gmm.items()}
     if "text" in module.modalities:
         out["image2text"] = {f: v / n for f, v in i2t.items()}
         out["image2text_aggregate"] = {f: v / n for f, v in i2t_agg.items()}
         out["reconstruction_text"] = {f: v / n for f, v in rec_txt.items()}
+        if "text" in dens:
+            out["image2text_gmm"] = {f: v / n for f, v in i2t_gmm.items()}
     out["_features_real"] = torch.cat(feats_real).numpy()
     if feats_t2i:
         out["_features_text2image"] = torch.cat(feats_t2i).numpy()
@@ -466,7 +490,7 @@ def evaluate(
         },
     }
     log("coherence ...")
-    coh = coherence(module, classifier, grammar, data, split, seed)
+    coh = coherence(module, classifier, grammar, data, split, seed, run.specific_priors)
     real_feats = coh.pop("_features_real")
     t2i_feats = coh.pop("_features_text2image", None)
     metrics["coherence"] = coh

@@ -48,6 +48,8 @@ from mmcl.dmvae.io import (
     model_hparams,
     read_checkpoint,
 )
+from mmcl.dmvae.losses import sample_gaussian
+from mmcl.dmvae.run import load_specific_module
 from mmcl.dmvae.stage1 import ContentModule
 from mmcl.dmvae.stage2 import SpecificModule
 from mmcl.train.callbacks import ProgressBar, RunCheckpoint, RunMetadata, ThroughputMonitor
@@ -464,55 +466,113 @@ def run_baseline(cfg, layout: RunLayout, log=print) -> Path:
 
 
 @torch.no_grad()
+def _per_example(data: DMVAEDataModule, split: str, draw, max_samples: int | None) -> np.ndarray:
+    """``draw(batch)`` over ``split`` in reading order, concatenated (at most ``max_samples``)."""
+    out, n = [], 0
+    with torch.no_grad():
+        for batch in data.dataloader(split, train=False, rank=0, world_size=1):
+            out.append(draw(add_unit_images(batch, data.image_mean, data.image_std)))
+            n += len(out[-1])
+            if max_samples is not None and n >= max_samples:
+                break
+    x = torch.cat(out).numpy()
+    return x[:max_samples] if max_samples is not None else x
+
+
 def content_samples(
     content: ContentModule, data: DMVAEDataModule, split: str, seed: int, max_samples: int | None = None
 ) -> np.ndarray:
     """One MoPoE draw of c per example of ``split`` (in reading order)."""
     generator = torch.Generator().manual_seed(seed)
-    loader = data.dataloader(split, train=False, rank=0, world_size=1)
-    out, n = [], 0
-    for batch in loader:
-        batch = add_unit_images(batch, data.image_mean, data.image_std)
-        experts = content.experts(batch["image"], batch["text"])
-        out.append(content.mopoe_sample(experts, generator)[0])
-        n += len(out[-1])
-        if max_samples is not None and n >= max_samples:
-            break
-    c = torch.cat(out).numpy()
-    return c[:max_samples] if max_samples is not None else c
+
+    def draw(batch):
+        return content.mopoe_sample(content.experts(batch["image"], batch["text"]), generator)[0]
+
+    return _per_example(data, split, draw, max_samples)
+
+
+def specific_samples(
+    module: SpecificModule,
+    data: DMVAEDataModule,
+    modality: str,
+    split: str,
+    seed: int,
+    max_samples: int | None = None,
+) -> np.ndarray:
+    """One draw of m_modality ~ q(m | x) per example of ``split`` (reading order): samples of
+    the aggregate posterior, the m the decoders were trained on."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def draw(batch):
+        return sample_gaussian(module.encode_specific(modality, module.inputs(modality, batch)[0]), generator)
+
+    return _per_example(data, split, draw, max_samples)
+
+
+def _fit_prior(samples: np.ndarray, cfg, path: Path, meta: dict, what: str, log) -> None:
+    t0 = time.perf_counter()
+    try:
+        prior = fit_content_prior(samples, cfg.gmm.n_components, cfg.gmm.covariance_type, cfg.seed_everything)
+    except ValueError as exc:
+        raise DMVAEError(str(exc)) from None
+    prior.save(path, meta)
+    log(
+        f"gmm: {cfg.gmm.n_components} components on {len(samples)} {what} "
+        f"({time.perf_counter() - t0:.0f}s) -> {path}"
+    )
+
+
+def _up_to_date(path: Path, meta: dict, log) -> bool:
+    if path.is_file() and ContentPrior.load(path)[1] == meta:
+        log(f"gmm: {path} is up to date; skipped")
+        return True
+    return False
 
 
 def run_gmm(cfg, layout: RunLayout, log=print) -> Path:
+    """The GMM on c (``gmm.npz``) and, once stage 2 exists, one GMM per modality on the draws
+    of m_i ~ q(m_i | x_i) of the training set (``gmm_m_<modality>.npz``): the density
+    ``--specific-prior gmm`` of generate and the ``*_gmm`` coherence rows of eval draw m_i
+    from, where N(0, I) misses the aggregate posterior (docs/dmvae)."""
     data = make_data(cfg, "stage2")
     s1_path = stage1_checkpoint_path(cfg, layout)
     ckpt = read_checkpoint(s1_path, "stage-1")
-    meta = {
-        "stage1_checkpoint": str(s1_path.resolve()),
-        "stage1_global_step": ckpt.get("global_step"),
-        "encoding_size": model_hparams(ckpt)["encoding_size"],
+    settings = {
         "n_components": cfg.gmm.n_components,
         "covariance_type": cfg.gmm.covariance_type,
         "max_samples": cfg.gmm.max_samples,
         "seed": cfg.seed_everything,
+    }
+    meta = {
+        "stage1_checkpoint": str(s1_path.resolve()),
+        "stage1_global_step": ckpt.get("global_step"),
+        "encoding_size": model_hparams(ckpt)["encoding_size"],
+        **settings,
         "fitted_on": "one MoPoE draw of c per training example",
     }
-    if layout.gmm.is_file():
-        _, old = ContentPrior.load(layout.gmm)
-        if old == meta:
-            log(f"gmm: {layout.gmm} is up to date; skipped")
-            return layout.gmm
-    content = load_content_module(s1_path, data.vocabulary)
-    t0 = time.perf_counter()
-    c = content_samples(content, data, "train", cfg.seed_everything, cfg.gmm.max_samples)
-    try:
-        prior = fit_content_prior(c, cfg.gmm.n_components, cfg.gmm.covariance_type, cfg.seed_everything)
-    except ValueError as exc:
-        raise DMVAEError(str(exc)) from None
-    prior.save(layout.gmm, meta)
-    log(
-        f"gmm: {cfg.gmm.n_components} components on {len(c)} content embeddings "
-        f"({time.perf_counter() - t0:.0f}s) -> {layout.gmm}"
-    )
+    if not _up_to_date(layout.gmm, meta, log):
+        content = load_content_module(s1_path, data.vocabulary)
+        c = content_samples(content, data, "train", cfg.seed_everything, cfg.gmm.max_samples)
+        _fit_prior(c, cfg, layout.gmm, meta, "content embeddings", log)
+    s2_path = layout.checkpoint("2")
+    if not s2_path.is_file():
+        log(f"gmm: no stage-2 checkpoint {s2_path} yet; the densities of m_i are fitted after stage 2")
+        return layout.gmm
+    module, s2 = load_specific_module(s2_path, data.vocabulary)
+    for modality in module.modalities:
+        if not module.specific_sizes[modality]:
+            continue
+        path = layout.specific_gmm(modality)
+        m_meta = {
+            "stage2_checkpoint": str(s2_path.resolve()),
+            "stage2_global_step": s2.get("global_step"),
+            "specific_size": module.specific_sizes[modality],
+            **settings,
+            "fitted_on": f"one draw of m_{modality} ~ q(m_{modality} | x_{modality}) per training example",
+        }
+        if not _up_to_date(path, m_meta, log):
+            m = specific_samples(module, data, modality, "train", cfg.seed_everything, cfg.gmm.max_samples)
+            _fit_prior(m, cfg, path, m_meta, f"draws of m_{modality}", log)
     return layout.gmm
 
 

@@ -3,7 +3,9 @@
     mmcl dmvae generate --run RUN [--modes text2image image2text unconditional] [--columns 8] [--rows 5]
 
 Every grid follows Fig. 9.1b: along a *column* the content c is the same, along a *row* the
-modality-specific m is the same (rows are draws from the prior N(0, I)).
+modality-specific m is the same: rows are draws from the prior N(0, I) (the thesis), or with
+``--specific-prior gmm`` from the density the ``gmm`` stage fitted on the aggregate posterior
+of m_i (``RUN/gmm_m_<modality>.npz``; docs/dmvae says when this matters).
 
 * text2image: c = mean of q(c | x_txt) of test sentences (printed above their columns);
 * image2text: c = mean of q(c | x_img) of test images (shown in the top row), generated
@@ -22,6 +24,7 @@ import torch
 from mmcl.cli import user_error
 from mmcl.data import DataError
 from mmcl.dmvae.data import add_unit_images
+from mmcl.dmvae.gmm import ContentPrior
 from mmcl.dmvae.grammar import Grammar
 from mmcl.dmvae.io import DMVAEError, save_figure, write_json
 from mmcl.dmvae.run import load_run
@@ -31,18 +34,26 @@ from mmcl.paths import relative_to_folder
 MODES = ("text2image", "image2text", "unconditional")
 
 
-def rows_are(module: SpecificModule, modality: str) -> str:
-    """What a grid's rows vary: a prior draw of m_i, or nothing for a model without m_i (the
-    MVAE/MMVAE/MoPoE baselines: image rows repeat, text rows are token-sampling draws)."""
+SPECIFIC_PRIORS = ("normal", "gmm")
+
+
+def rows_are(module: SpecificModule, modality: str, specific_prior: str = "normal") -> str:
+    """What a grid's rows vary: a draw of m_i (from N(0, I) or the fitted density), or nothing
+    for a model without m_i (the MVAE/MMVAE/MoPoE baselines: image rows repeat, text rows are
+    token-sampling draws)."""
     name = "m_img" if modality == "image" else "m_txt"
     if module.specific_sizes[modality]:
-        return f"one {name} ~ N(0, I)"
+        return f"one {name} ~ " + ("N(0, I)" if specific_prior == "normal" else f"GMM of q({name} | x)")
     return f"{'a repeat' if modality == 'image' else 'one sampled sentence'} (this model has no {name})"
 
 
 @torch.no_grad()
-def prior_specific(module: SpecificModule, modality: str, n: int, seed: int) -> torch.Tensor:
-    """``n`` draws of m_modality from N(0, I)."""
+def prior_specific(
+    module: SpecificModule, modality: str, n: int, seed: int, density: ContentPrior | None = None
+) -> torch.Tensor:
+    """``n`` draws of m_modality from N(0, I), or from ``density`` (a fitted GMM) when given."""
+    if density is not None and module.specific_sizes[modality]:
+        return density.sample(n, seed)
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, module.specific_sizes[modality], generator=g)
 
@@ -172,16 +183,28 @@ def generate(
     split: str = "test",
     out: str | Path | None = None,
     data_root: str | None = None,
+    specific_prior: str = "normal",
     log=print,
 ) -> dict:
     """Write the sample grids of ``modes`` to ``out`` (default RUN/samples); returns what was made."""
     bad = [m for m in modes if m not in MODES]
     if bad or not modes:
         raise DMVAEError(f"--modes takes {', '.join(MODES)}, got {modes}")
+    if specific_prior not in SPECIFIC_PRIORS:
+        raise DMVAEError(f"--specific-prior takes {' or '.join(SPECIFIC_PRIORS)}, got {specific_prior!r}")
     if columns < 1 or rows < 1:
         raise DMVAEError(f"--columns and --rows must be >= 1, got {columns} and {rows}")
     run = load_run(run_dir, data_root, need_prior="unconditional" in modes)
     module, data = run.module, run.data
+    densities: dict = {}
+    if specific_prior == "gmm":
+        densities = run.specific_priors
+        missing = [m for m in module.modalities if module.specific_sizes[m] and m not in densities]
+        if missing:
+            raise DMVAEError(
+                f"--specific-prior gmm: {run.layout.specific_gmm(missing[0])} not found; fit it with "
+                f"`mmcl dmvae fit --stages [gmm] --out {run.layout.root}`"
+            )
     grammar = Grammar(data.manifest)
     out_dir = Path(out) if out else run.layout.samples_dir
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -189,10 +212,14 @@ def generate(
         "run": relative_to_folder(run.layout.root, out_dir),
         "global_step": run.global_step,
         "seed": seed,
-        "rows": {m: rows_are(module, m) for m in module.modalities},
+        "rows": {m: rows_are(module, m, specific_prior) for m in module.modalities},
         "files": {},
     }
-    image_row_label = "m ~ N(0, I)" if module.specific_sizes.get("image") else "no m"
+    image_row_label = (
+        ("m ~ N(0, I)" if specific_prior == "normal" else "m ~ GMM")
+        if module.specific_sizes.get("image")
+        else "no m"
+    )
     cond = conditioning_batch(data, split, columns) if {"text2image", "image2text"} & set(modes) else None
     if cond is not None and len(cond["text"]) < columns:
         raise DMVAEError(f"split {split!r} has only {len(cond['text'])} examples for {columns} columns")
@@ -205,15 +232,20 @@ def generate(
         ]
         return sents, ok
 
+    def grid(modality: str, content: torch.Tensor, grid_seed: int) -> torch.Tensor:
+        """Column k = content[k], row r = the r-th draw of m (seeded by ``grid_seed``)."""
+        specific = prior_specific(module, modality, rows, grid_seed, densities.get(modality))
+        return decode_grid(module, modality, content, specific, grid_seed)
+
     with torch.no_grad():
         if "text2image" in modes and "image" in module.modalities:
             content = module.content_model.content(text=cond["text"]).mean
-            images = decode_grid(module, "image", content, prior_specific(module, "image", rows, seed), seed)
+            images = grid("image", content, seed)
             sentences = [grammar.detokenize(t) for t in cond["text"]]
             fig = image_grid_figure(
                 images,
                 sentences,
-                title=f"text -> image: column = c of the sentence above, row = {rows_are(module, 'image')}",
+                title=f"text -> image: column = c of the sentence above, row = {made['rows']['image']}",
                 row_label=image_row_label,
             )
             path = out_dir / "text2image.png"
@@ -221,13 +253,13 @@ def generate(
             made["files"]["text2image"] = path.name
         if "image2text" in modes and "text" in module.modalities:
             content = module.content_model.content(image=cond["image"]).mean
-            ids = decode_grid(module, "text", content, prior_specific(module, "text", rows, seed), seed)
+            ids = grid("text", content, seed)
             sents, ok = text_cells(ids)
             fig = text_grid_figure(
                 sents,
                 ok,
                 cond["image01"],
-                title=f"image -> text: column = c of the image above, row = {rows_are(module, 'text')} "
+                title=f"image -> text: column = c of the image above, row = {made['rows']['text']} "
                 "(red: not a sentence of the grammar)",
             )
             path = out_dir / "image2text.png"
@@ -237,26 +269,22 @@ def generate(
         if "unconditional" in modes:
             content = run.prior.sample(columns, seed)
             if "image" in module.modalities:
-                images = decode_grid(
-                    module, "image", content, prior_specific(module, "image", rows, seed + 1), seed + 1
-                )
+                images = grid("image", content, seed + 1)
                 fig = image_grid_figure(
                     images,
-                    title=f"unconditional images: column = one c ~ GMM, row = {rows_are(module, 'image')}",
+                    title=f"unconditional images: column = one c ~ GMM, row = {made['rows']['image']}",
                     row_label=image_row_label,
                 )
                 path = out_dir / "unconditional_image.png"
                 save_figure(fig, path)
                 made["files"]["unconditional_image"] = path.name
             if "text" in module.modalities:
-                ids = decode_grid(
-                    module, "text", content, prior_specific(module, "text", rows, seed + 2), seed + 2
-                )
+                ids = grid("text", content, seed + 2)
                 sents, ok = text_cells(ids)
                 fig = text_grid_figure(
                     sents,
                     ok,
-                    title=f"unconditional text: the same columns of c ~ GMM, row = {rows_are(module, 'text')}",
+                    title=f"unconditional text: the same columns of c ~ GMM, row = {made['rows']['text']}",
                 )
                 path = out_dir / "unconditional_text.png"
                 save_figure(fig, path)
@@ -278,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split of the conditioning examples (default test)")
     p.add_argument("--data", default=None, help="dataset root (default: the run's data.root)")
     p.add_argument("--out", default=None, help="output folder (default RUN/samples)")
+    p.add_argument(
+        "--specific-prior",
+        default="normal",
+        choices=SPECIFIC_PRIORS,
+        help="rows draw m_i from N(0, I) (thesis, default) or the GMM fitted on q(m_i | x) by the gmm stage",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     return p
 
@@ -287,7 +321,17 @@ def main(argv: list[str]) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        generate(args.run, args.modes, args.columns, args.rows, args.seed, args.split, args.out, args.data)
+        generate(
+            args.run,
+            args.modes,
+            args.columns,
+            args.rows,
+            args.seed,
+            args.split,
+            args.out,
+            args.data,
+            args.specific_prior,
+        )
     except (DMVAEError, DataError) as exc:
         return user_error("mmcl dmvae generate", exc)
     return 0

@@ -8,6 +8,7 @@ Run directory (``--out`` of ``mmcl dmvae fit``)::
     RUN/stage2/checkpoints/last.ckpt    stage 2 (conditional VAEs + discriminators), resumable
     RUN/stage2/logs/version_N/metrics.csv
     RUN/gmm.npz                         GMM prior on c (unconditional generation)
+    RUN/gmm_m_<modality>.npz            GMM on the draws of q(m_i | x_i) (``--specific-prior gmm``)
     RUN/eval/                           `mmcl dmvae eval` output
     RUN/samples/                        `mmcl dmvae generate` output
 """
@@ -45,6 +46,10 @@ class RunLayout:
     @property
     def gmm(self) -> Path:
         return self.root / "gmm.npz"
+
+    def specific_gmm(self, modality: str) -> Path:
+        """The density fitted on the aggregate posterior of m_modality (``gmm`` stage)."""
+        return self.root / f"gmm_m_{modality}.npz"
 
     @property
     def config(self) -> Path:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,8 @@ class LoadedRun:
     global_step: int
     prior: ContentPrior | None
     prior_meta: dict
+    # densities fitted on the aggregate posterior of each m_i (``gmm_m_<modality>.npz``), where fitted
+    specific_priors: dict[str, ContentPrior] = field(default_factory=dict)
 
 
 def run_config(layout: RunLayout) -> dict:
@@ -131,5 +133,32 @@ def load_run(
     elif need_prior:
         raise DMVAEError(f"{layout.gmm} not found: fit the GMM prior first (`mmcl dmvae fit --stages [gmm]`)")
     return LoadedRun(
-        layout, module, data, config, ckpt_path, int(ckpt.get("global_step", 0)), prior, prior_meta
+        layout,
+        module,
+        data,
+        config,
+        ckpt_path,
+        int(ckpt.get("global_step", 0)),
+        prior,
+        prior_meta,
+        specific_priors(layout, module, int(ckpt.get("global_step", 0))),
     )
+
+
+def specific_priors(layout: RunLayout, module: SpecificModule, global_step: int) -> dict[str, ContentPrior]:
+    """The fitted densities of m_i that belong to this stage-2 checkpoint (a density fitted on
+    an earlier step of a run trained further is stale and refused)."""
+    out = {}
+    for modality in module.modalities:
+        path = layout.specific_gmm(modality)
+        if not path.is_file():
+            continue
+        prior, meta = ContentPrior.load(path)
+        if prior.dim != module.specific_sizes[modality] or meta.get("stage2_global_step") != global_step:
+            raise DMVAEError(
+                f"{path} was fitted on m_{modality} of {prior.dim} dimensions at stage-2 step "
+                f"{meta.get('stage2_global_step')}, but the checkpoint has {module.specific_sizes[modality]} "
+                f"at step {global_step}; refit it with `mmcl dmvae fit --stages [gmm]`"
+            )
+        out[modality] = prior
+    return out

@@ -16,8 +16,10 @@ import torch
 import yaml
 
 from mmcl.dmvae.cli import main as dmvae_main
+from mmcl.dmvae.data import add_unit_images
 from mmcl.dmvae.generate import decode_grid
 from mmcl.dmvae.gmm import ContentPrior
+from mmcl.dmvae.io import DMVAEError
 from mmcl.dmvae.run import load_run
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dmvae" / "tiny.yaml"
@@ -49,6 +51,9 @@ def test_fit_writes_every_stage_and_the_resolved_config(tiny_run):
     assert cfg["stage2"]["trainer"]["accelerator"] == "cpu"
     prior, meta = ContentPrior.load(tiny_run / "gmm.npz")
     assert prior.n_components == 2 and prior.dim == 4 and meta["encoding_size"] == 4
+    for modality in ("image", "text"):  # densities of m_i, fitted after stage 2
+        density, meta = ContentPrior.load(tiny_run / f"gmm_m_{modality}.npz")
+        assert density.dim == 4 and meta["stage2_global_step"] == 8
     # stage 2 holds exactly the weights of stage 1 (frozen)
     s1 = _state(tiny_run / "stage1" / "checkpoints" / "last.ckpt")["state_dict"]
     s2 = _state(tiny_run / "stage2" / "checkpoints" / "last.ckpt")["state_dict"]
@@ -94,6 +99,15 @@ def test_generate_grids_share_c_along_columns_and_m_along_rows(tiny_run):
     assert set(made["files"]) == {"text2image", "image2text", "unconditional_image", "unconditional_text"}
     assert made["run"] == ".."  # paths relative to the folder of samples.json, none of this machine
     assert made["rows"] == {"image": "one m_img ~ N(0, I)", "text": "one m_txt ~ N(0, I)"}
+    gmm_out = tiny_run / "samples_gmm"
+    argv = ["generate", "--run", str(tiny_run), "--columns", "3", "--rows", "2", "--out", str(gmm_out)]
+    assert dmvae_main([*argv, "--specific-prior", "gmm"]) == 0
+    made_gmm = json.loads((gmm_out / "samples.json").read_text())
+    assert made_gmm["rows"] == {
+        "image": "one m_img ~ GMM of q(m_img | x)",
+        "text": "one m_txt ~ GMM of q(m_txt | x)",
+    }
+    assert (gmm_out / "text2image.png").read_bytes() != (tiny_run / "samples" / "text2image.png").read_bytes()
     for name in made["files"].values():
         assert (tiny_run / "samples" / name).stat().st_size > 1000
     run = load_run(tiny_run)
@@ -106,6 +120,43 @@ def test_generate_grids_share_c_along_columns_and_m_along_rows(tiny_run):
         torch.testing.assert_close(ids[0, 1], run.module.generate("text", c[1:2], m[0:1])[0])
         sampled = decode_grid(run.module, "text", c, m, seed=3)
         torch.testing.assert_close(sampled, decode_grid(run.module, "text", c, m, seed=3))
+
+
+def test_specific_density_is_fitted_on_the_draws_of_the_aggregate_posterior(tiny_run, tmp_path):
+    """The GMM on m_i matches the first two moments of the draws of q(m_i | x_i) over the
+    training set (an EM fixed point keeps them; a GMM of the posterior means, or of N(0, I),
+    would have another covariance), and a stale density is refused."""
+    from mmcl.dmvae.fit import specific_samples
+
+    run = load_run(tiny_run)
+    for modality in ("image", "text"):
+        draws = specific_samples(run.module, run.data, modality, "train", seed=0).astype(np.float64)
+        density = run.specific_priors[modality]
+        w = density.weights / density.weights.sum()
+        mean = w @ density.means
+        second = np.einsum(
+            "k,kij->ij", w, density.covariances + np.einsum("ki,kj->kij", density.means, density.means)
+        )
+        np.testing.assert_allclose(mean, draws.mean(0), atol=1e-3)
+        np.testing.assert_allclose(second - np.outer(mean, mean), np.cov(draws.T, bias=True), atol=2e-3)
+        means = _posterior_means(run, modality)
+        assert np.abs(np.cov(means.T, bias=True) - np.cov(draws.T, bias=True)).max() > 0.05
+    stale = tmp_path / "stale"
+    shutil.copytree(tiny_run, stale, ignore=shutil.ignore_patterns("eval", "samples"))
+    density, meta = ContentPrior.load(stale / "gmm_m_text.npz")
+    density.save(stale / "gmm_m_text.npz", {**meta, "stage2_global_step": 4})
+    with pytest.raises(DMVAEError, match="gmm_m_text.npz was fitted .* at stage-2 step 4"):
+        load_run(stale)
+
+
+@torch.no_grad()
+def _posterior_means(run, modality: str) -> np.ndarray:
+    """The means of q(m_modality | x) over the training split, in reading order."""
+    out = []
+    for batch in run.data.dataloader("train", train=False, rank=0, world_size=1):
+        batch = add_unit_images(batch, run.data.image_mean, run.data.image_std)
+        out.append(run.module.encode_specific(modality, run.module.inputs(modality, batch)[0]).mean)
+    return torch.cat(out).numpy()
 
 
 def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
@@ -147,7 +198,14 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
     ).resolve()
     assert metrics["factor_classifier"]["path"] == "factor_classifier.pt"
     assert not any(str(v).startswith("/") for v in (metrics["run"], metrics["stage2_checkpoint"]))
-    for direction in ("text2image", "image2text", "reconstruction_image", "reconstruction_text"):
+    for direction in (
+        "text2image",
+        "image2text",
+        "reconstruction_image",
+        "reconstruction_text",
+        "text2image_gmm",
+        "image2text_gmm",
+    ):
         vals = metrics["coherence"][direction]
         assert set(vals) >= {"object_shape", "object_xpos", "object_ypos", "all"}
         assert all(0 <= v <= 1 for v in vals.values())
