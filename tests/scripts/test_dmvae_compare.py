@@ -1,4 +1,4 @@
-"""scripts/dmvae_compare.py tabulates evaluated models from their metrics.json files."""
+"""scripts/dmvae_compare.py and dmvae_steps_curve.py tabulate evaluated models from their metrics.json files."""
 
 import csv
 import subprocess
@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_table_from_committed_dmvae_metrics(tmp_path):
-    metrics = REPO / "docs" / "dmvae" / "metrics.json"
+    metrics = REPO / "docs" / "dmvae" / "metrics_hsic_delta400_both.json"  # a fixed committed eval
     out = tmp_path / "cmp"
     cmd = [
         sys.executable,
@@ -28,3 +28,33 @@ def test_table_from_committed_dmvae_metrics(tmp_path):
     assert md[2].startswith("| A | 0.252 / 1.000 / 1.000 | 0.845 / 0.999 / 0.999 |")
     bad = subprocess.run(cmd[:-2] + ["A=missing.json"], capture_output=True, text=True)
     assert bad.returncode == 2 and "missing.json: not found" in bad.stderr
+
+
+def test_steps_curve_reads_each_coherence_row_per_step(tmp_path):
+    dmvae = REPO / "docs" / "dmvae"
+    out = tmp_path / "curve"
+    cmd = [
+        sys.executable,
+        str(REPO / "scripts" / "dmvae_steps_curve.py"),
+        "--out",
+        str(out),
+        "--ceiling",
+        str(dmvae / "decoder_ceiling.json"),
+        f"s:2000={dmvae / 'metrics_hsic_delta400_both.json'}",
+        f"s:8000={dmvae / 'metrics_hsic_delta400_both_8000steps_gmm_coherence.json'}",
+    ]
+    subprocess.run(cmd, check=True, capture_output=True)
+    rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
+    got = {(r["steps"], r["row"]): float(r["shape"]) for r in rows if r["series"] == "s"}
+    # the 2 000-step eval predates the fitted density of m_img: no text2image_gmm point there
+    assert got == {
+        ("2000", "text2image"): 0.252,
+        ("2000", "reconstruction_image"): 0.257,
+        ("8000", "text2image"): 0.345,
+        ("8000", "text2image_gmm"): 0.455,
+        ("8000", "reconstruction_image"): 0.444,
+    }
+    assert sum(r["row"] == "decoder_ceiling" for r in rows) == 5
+    assert out.with_suffix(".png").stat().st_size > 10_000
+    bad = subprocess.run(cmd[:-2] + ["no-steps=x.json"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "SERIES:STEPS=PATH" in bad.stderr
