@@ -211,15 +211,18 @@ def load_manifest(root: str | Path) -> Manifest:
     return Manifest(root, raw, tuple(factors), tokenizer)
 
 
-def sha256_matches(shard: ShardInfo) -> bool:
-    """Whether the shard's bytes hash to the manifest's sha256 (True when it lists none)."""
-    if shard.sha256 is None:
-        return True
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
     h = hashlib.sha256()
-    with open(shard.path, "rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest() == shard.sha256
+    return h.hexdigest()
+
+
+def sha256_matches(shard: ShardInfo) -> bool:
+    """Whether the shard's bytes hash to the manifest's sha256 (True when it lists none)."""
+    return shard.sha256 is None or file_sha256(shard.path) == shard.sha256
 
 
 # ----------------------------------------------------------------------------- samples

@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
 from mmcl.cli import user_error
-from mmcl.data import DataError
+from mmcl.data import DataError, file_sha256
 from mmcl.dmvae.baselines import BaselineModule
 from mmcl.dmvae.data import DMVAEDataModule, add_unit_images
 from mmcl.dmvae.gmm import ContentPrior, fit_content_prior
@@ -546,6 +546,7 @@ def run_gmm(cfg, layout: RunLayout, log=print) -> Path:
     meta = {
         "stage1_checkpoint": str(s1_path.resolve()),
         "stage1_global_step": ckpt.get("global_step"),
+        "stage1_sha256": file_sha256(s1_path),
         "encoding_size": model_hparams(ckpt)["encoding_size"],
         **settings,
         "fitted_on": "one MoPoE draw of c per training example",
@@ -566,6 +567,7 @@ def run_gmm(cfg, layout: RunLayout, log=print) -> Path:
         m_meta = {
             "stage2_checkpoint": str(s2_path.resolve()),
             "stage2_global_step": s2.get("global_step"),
+            "stage2_sha256": file_sha256(s2_path),  # a stage 2 retrained to the same step is another model
             "specific_size": module.specific_sizes[modality],
             **settings,
             "fitted_on": f"one draw of m_{modality} ~ q(m_{modality} | x_{modality}) per training example",

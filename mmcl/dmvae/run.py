@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import yaml
 
-from mmcl.data import DataError
+from mmcl.data import DataError, file_sha256
 from mmcl.dmvae.baselines import BaselineModule
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.gmm import ContentPrior
@@ -146,19 +146,21 @@ def load_run(
 
 
 def specific_priors(layout: RunLayout, module: SpecificModule, global_step: int) -> dict[str, ContentPrior]:
-    """The fitted densities of m_i that belong to this stage-2 checkpoint (a density fitted on
-    an earlier step of a run trained further is stale and refused)."""
+    """The fitted densities of m_i that belong to this stage-2 checkpoint; one fitted on
+    another checkpoint (an earlier step of a run trained further, a retrained stage 2) is refused."""
     out = {}
+    digest = None
     for modality in module.modalities:
         path = layout.specific_gmm(modality)
         if not path.is_file():
             continue
         prior, meta = ContentPrior.load(path)
-        if prior.dim != module.specific_sizes[modality] or meta.get("stage2_global_step") != global_step:
+        digest = digest or file_sha256(layout.checkpoint("2"))
+        if prior.dim != module.specific_sizes[modality] or meta.get("stage2_sha256") != digest:
             raise DMVAEError(
-                f"{path} was fitted on m_{modality} of {prior.dim} dimensions at stage-2 step "
-                f"{meta.get('stage2_global_step')}, but the checkpoint has {module.specific_sizes[modality]} "
-                f"at step {global_step}; refit it with `mmcl dmvae fit --stages [gmm]`"
+                f"{path} was fitted on another stage-2 checkpoint (m_{modality} of {prior.dim} dimensions, "
+                f"step {meta.get('stage2_global_step')}; this one: {module.specific_sizes[modality]}, "
+                f"step {global_step}); refit it with `mmcl dmvae fit --stages [gmm]`"
             )
         out[modality] = prior
     return out

@@ -144,8 +144,8 @@ def test_specific_density_is_fitted_on_the_draws_of_the_aggregate_posterior(tiny
     stale = tmp_path / "stale"
     shutil.copytree(tiny_run, stale, ignore=shutil.ignore_patterns("eval", "samples"))
     density, meta = ContentPrior.load(stale / "gmm_m_text.npz")
-    density.save(stale / "gmm_m_text.npz", {**meta, "stage2_global_step": 4})
-    with pytest.raises(DMVAEError, match="gmm_m_text.npz was fitted .* at stage-2 step 4"):
+    density.save(stale / "gmm_m_text.npz", {**meta, "stage2_sha256": "0" * 64, "stage2_global_step": 4})
+    with pytest.raises(DMVAEError, match=r"gmm_m_text.npz was fitted on another stage-2 checkpoint .*step 4"):
         load_run(stale)
 
 
