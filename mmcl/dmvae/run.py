@@ -157,10 +157,13 @@ def specific_priors(layout: RunLayout, module: SpecificModule, global_step: int)
         prior, meta = ContentPrior.load(path)
         digest = digest or file_sha256(layout.checkpoint("2"))
         if prior.dim != module.specific_sizes[modality] or meta.get("stage2_sha256") != digest:
-            raise DMVAEError(
-                f"{path} was fitted on another stage-2 checkpoint (m_{modality} of {prior.dim} dimensions, "
+            which = (
+                "records no stage-2 checkpoint hash (an older mmcl fitted it)"
+                if "stage2_sha256" not in meta
+                else f"was fitted on another stage-2 checkpoint (m_{modality} of {prior.dim} dimensions, "
                 f"step {meta.get('stage2_global_step')}; this one: {module.specific_sizes[modality]}, "
-                f"step {global_step}); refit it with `mmcl dmvae fit --stages [gmm]`"
+                f"step {global_step})"
             )
+            raise DMVAEError(f"{path} {which}; refit it with `mmcl dmvae fit --stages [gmm]`")
         out[modality] = prior
     return out

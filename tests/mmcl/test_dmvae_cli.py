@@ -147,6 +147,9 @@ def test_specific_density_is_fitted_on_the_draws_of_the_aggregate_posterior(tiny
     density.save(stale / "gmm_m_text.npz", {**meta, "stage2_sha256": "0" * 64, "stage2_global_step": 4})
     with pytest.raises(DMVAEError, match=r"gmm_m_text.npz was fitted on another stage-2 checkpoint .*step 4"):
         load_run(stale)
+    density.save(stale / "gmm_m_text.npz", {k: v for k, v in meta.items() if k != "stage2_sha256"})
+    with pytest.raises(DMVAEError, match=r"gmm_m_text.npz records no stage-2 checkpoint hash"):
+        load_run(stale)
 
 
 @torch.no_grad()
