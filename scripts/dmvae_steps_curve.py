@@ -48,7 +48,8 @@ def main() -> None:
     rows, chance = [], None
     for series, steps, path in map(parse_point, args.points):
         metrics = json.loads(path.read_text())
-        chance = chance or (metrics.get("chance") or {}).get("object_shape")
+        # `mmcl dmvae eval` records chance (majority class on its split) with each leakage probe
+        chance = chance or metrics.get("leakage", {}).get("m_image", {}).get("chance", {}).get("object_shape")
         for key in ROWS:
             if key in metrics["coherence"]:
                 cell = metrics["coherence"][key]

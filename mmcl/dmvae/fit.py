@@ -469,12 +469,11 @@ def run_baseline(cfg, layout: RunLayout, log=print) -> Path:
 def _per_example(data: DMVAEDataModule, split: str, draw, max_samples: int | None) -> np.ndarray:
     """``draw(batch)`` over ``split`` in reading order, concatenated (at most ``max_samples``)."""
     out, n = [], 0
-    with torch.no_grad():
-        for batch in data.dataloader(split, train=False, rank=0, world_size=1):
-            out.append(draw(add_unit_images(batch, data.image_mean, data.image_std)))
-            n += len(out[-1])
-            if max_samples is not None and n >= max_samples:
-                break
+    for batch in data.dataloader(split, train=False, rank=0, world_size=1):
+        out.append(draw(add_unit_images(batch, data.image_mean, data.image_std)))
+        n += len(out[-1])
+        if max_samples is not None and n >= max_samples:
+            break
     x = torch.cat(out).numpy()
     return x[:max_samples] if max_samples is not None else x
 
@@ -560,6 +559,7 @@ def run_gmm(cfg, layout: RunLayout, log=print) -> Path:
         log(f"gmm: no stage-2 checkpoint {s2_path} yet; the densities of m_i are fitted after stage 2")
         return layout.gmm
     module, s2 = load_specific_module(s2_path, data.vocabulary)
+    s2_digest = file_sha256(s2_path)  # a stage 2 retrained to the same step is another model
     for modality in module.modalities:
         if not module.specific_sizes[modality]:
             continue
@@ -567,7 +567,7 @@ def run_gmm(cfg, layout: RunLayout, log=print) -> Path:
         m_meta = {
             "stage2_checkpoint": str(s2_path.resolve()),
             "stage2_global_step": s2.get("global_step"),
-            "stage2_sha256": file_sha256(s2_path),  # a stage 2 retrained to the same step is another model
+            "stage2_sha256": s2_digest,
             "specific_size": module.specific_sizes[modality],
             **settings,
             "fitted_on": f"one draw of m_{modality} ~ q(m_{modality} | x_{modality}) per training example",

@@ -4,7 +4,8 @@ The DMVAE has no prior on c; following the thesis (and Ghosh et al.'s ex-post de
 estimation), a GMM is fitted on content embeddings of the training set -- 100 components by
 default, a single component works too. We fit it on one draw of c per training example from
 the same MoPoE posterior the decoders were trained on, so unconditional samples resemble what
-the decoders have seen.
+the decoders have seen. The same mixture, fitted on draws of q(m_i | x_i), is the density
+``mmcl dmvae generate --specific-prior gmm`` draws m_i from (``mmcl.dmvae.fit.run_gmm``).
 """
 
 from __future__ import annotations

@@ -122,6 +122,7 @@ def load_run(
             "or a baseline (`--stages [baseline]`)"
         )
     module, ckpt = load_specific_module(ckpt_path, data.vocabulary)
+    global_step = int(ckpt.get("global_step", 0))
     prior, prior_meta = None, {}
     if layout.gmm.is_file():
         prior, prior_meta = ContentPrior.load(layout.gmm)
@@ -138,10 +139,10 @@ def load_run(
         data,
         config,
         ckpt_path,
-        int(ckpt.get("global_step", 0)),
+        global_step,
         prior,
         prior_meta,
-        specific_priors(layout, module, int(ckpt.get("global_step", 0))),
+        specific_priors(layout, module, global_step),
     )
 
 

@@ -16,7 +16,6 @@ import torch
 import yaml
 
 from mmcl.dmvae.cli import main as dmvae_main
-from mmcl.dmvae.data import add_unit_images
 from mmcl.dmvae.generate import decode_grid
 from mmcl.dmvae.gmm import ContentPrior
 from mmcl.dmvae.io import DMVAEError
@@ -152,14 +151,14 @@ def test_specific_density_is_fitted_on_the_draws_of_the_aggregate_posterior(tiny
         load_run(stale)
 
 
-@torch.no_grad()
 def _posterior_means(run, modality: str) -> np.ndarray:
     """The means of q(m_modality | x) over the training split, in reading order."""
-    out = []
-    for batch in run.data.dataloader("train", train=False, rank=0, world_size=1):
-        batch = add_unit_images(batch, run.data.image_mean, run.data.image_std)
-        out.append(run.module.encode_specific(modality, run.module.inputs(modality, batch)[0]).mean)
-    return torch.cat(out).numpy()
+    from mmcl.dmvae.fit import _per_example
+
+    def mean(batch):
+        return run.module.encode_specific(modality, run.module.inputs(modality, batch)[0]).mean
+
+    return _per_example(run.data, "train", mean, None)
 
 
 def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):

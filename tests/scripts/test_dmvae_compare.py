@@ -8,17 +8,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
+def script(name: str, out: Path, *args: str) -> list[str]:
+    """The command line of ``scripts/<name>`` writing to ``out``."""
+    return [sys.executable, str(REPO / "scripts" / name), "--out", str(out), *args]
+
+
 def test_table_from_committed_dmvae_metrics(tmp_path):
     metrics = REPO / "docs" / "dmvae" / "metrics_hsic_delta400_both.json"  # a fixed committed eval
     out = tmp_path / "cmp"
-    cmd = [
-        sys.executable,
-        str(REPO / "scripts" / "dmvae_compare.py"),
-        "--out",
-        str(out),
-        f"A={metrics}",
-        f"B={metrics}",
-    ]
+    cmd = script("dmvae_compare.py", out, f"A={metrics}", f"B={metrics}")
     subprocess.run(cmd, check=True, capture_output=True)
     rows = list(csv.DictReader(open(out / "comparison.csv")))
     assert [r["model"] for r in rows] == ["A", "B"]
@@ -33,16 +31,14 @@ def test_table_from_committed_dmvae_metrics(tmp_path):
 def test_steps_curve_reads_each_coherence_row_per_step(tmp_path):
     dmvae = REPO / "docs" / "dmvae"
     out = tmp_path / "curve"
-    cmd = [
-        sys.executable,
-        str(REPO / "scripts" / "dmvae_steps_curve.py"),
-        "--out",
-        str(out),
+    cmd = script(
+        "dmvae_steps_curve.py",
+        out,
         "--ceiling",
         str(dmvae / "decoder_ceiling.json"),
         f"s:2000={dmvae / 'metrics_hsic_delta400_both.json'}",
         f"s:8000={dmvae / 'metrics_hsic_delta400_both_8000steps_gmm_coherence.json'}",
-    ]
+    )
     subprocess.run(cmd, check=True, capture_output=True)
     rows = list(csv.DictReader(open(out.with_suffix(".csv"))))
     got = {(r["steps"], r["row"]): float(r["shape"]) for r in rows if r["series"] == "s"}
