@@ -153,7 +153,7 @@ def main(argv=None) -> int:
             elapsed = time.perf_counter() - t_start
             if step % 100 == 0:
                 rate = step / elapsed
-                print(f"[ceiling] width {width} step {step}/{args.steps} loss {float(loss):.0f} "
+                print(f"[ceiling] width {width} step {step}/{args.steps} loss {loss.item():.0f} "
                       f"{rate:.2f} steps/s ETA {(args.steps - step) / rate / 60:.1f} min", flush=True)  # fmt: skip
             if step in args.eval_at or step == args.steps:
                 acc, drawn = judge(decoder, classifier, test_cond, test_lat)

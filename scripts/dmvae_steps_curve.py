@@ -1,7 +1,7 @@
 """Text->image shape coherence of DMVAE runs against their stage-2 training steps (issue 13).
 
     python scripts/dmvae_steps_curve.py --out docs/dmvae/steps_curve \
-        --ceiling docs/dmvae/decoder_ceiling.json \
+        --ceiling docs/dmvae/decoder_ceiling_long.json --ceiling docs/dmvae/decoder_ceiling_width32.json \
         "stage 1 20k:2000=docs/dmvae/metrics_stage1_20k_both400_gmm_coherence.json" \
         "stage 1 20k:8000=docs/dmvae/metrics.json" ...
 
@@ -9,7 +9,8 @@ Each ``SERIES:STEPS=PATH`` is one `mmcl dmvae eval` metrics.json of a run traine
 stage-2 steps. For every point the shape coherence of text -> image with m_img ~ N(0, I)
 (``text2image``), with m_img from the fitted density (``text2image_gmm``, where evaluated) and of
 the reconstructions (``reconstruction_image``, the decoder's ceiling in the model), plus, with
-``--ceiling``, the decoder trained alone on the true factors (`scripts/dmvae_decoder_ceiling.py`).
+``--ceiling``, the decoder trained alone on the true factors (`scripts/dmvae_decoder_ceiling.py`;
+``--ceiling`` repeats, one series per decoder width and depth).
 Writes ``OUT.csv`` and ``OUT.png`` with the issue's target (0.6) and chance.
 """
 
@@ -42,7 +43,9 @@ def parse_point(spec: str) -> tuple[str, int, Path]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("points", nargs="+", help="SERIES:STEPS=PATH of a metrics.json")
-    p.add_argument("--ceiling", type=Path, help="decoder_ceiling.json of scripts/dmvae_decoder_ceiling.py")
+    p.add_argument(
+        "--ceiling", type=Path, action="append", default=[], help="JSON of scripts/dmvae_decoder_ceiling.py (repeats)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output stem: OUT.csv, OUT.png")
     args = p.parse_args()
     rows, chance = [], None
@@ -55,14 +58,15 @@ def main() -> None:
                 cell = metrics["coherence"][key]
                 rows.append({"series": series, "steps": steps, "row": key, "shape": cell["object_shape"],
                              "x": cell["object_xpos"], "y": cell["object_ypos"], "source": path.as_posix()})  # fmt: skip
-    if args.ceiling:
-        ceiling = json.loads(args.ceiling.read_text())
+    for path in args.ceiling:
+        ceiling = json.loads(path.read_text())
         chance = chance or ceiling["chance"]["object_shape"]
         for r in ceiling["rows"]:
-            rows.append({"series": f"decoder alone on the true factors (width {r['width']})", "steps": r["step"],
+            depth = f", {r['res_blocks']} residual layers" if r.get("res_blocks") else ""
+            rows.append({"series": f"decoder alone on the true factors (width {r['width']}{depth})", "steps": r["step"],
                          "row": "decoder_ceiling", "shape": r["accuracy"]["object_shape"],
                          "x": r["accuracy"]["object_xpos"], "y": r["accuracy"]["object_ypos"],
-                         "source": args.ceiling.as_posix()})  # fmt: skip
+                         "source": path.as_posix()})  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out.with_suffix(".csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -84,7 +88,7 @@ def main() -> None:
     colours = {}
     for (series, key), pts in _group(rows).items():
         pts.sort()
-        colour = colours.setdefault(series, f"C{len(colours)}") if key != "decoder_ceiling" else "black"
+        colour = colours.setdefault(series, f"C{len(colours)}")
         label = f"{series}: {ROWS[key]}" if key in ROWS else series
         ax.plot([s for s, _ in pts], [v for _, v in pts], styles[key], color=colour, label=label, alpha=0.85)
     ax.axhline(TARGET, color="tab:red", lw=1, label=f"target {TARGET}")

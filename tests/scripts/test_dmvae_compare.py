@@ -36,6 +36,8 @@ def test_steps_curve_reads_each_coherence_row_per_step(tmp_path):
         out,
         "--ceiling",
         str(dmvae / "decoder_ceiling.json"),
+        "--ceiling",
+        str(dmvae / "decoder_ceiling_width24.json"),
         f"s:2000={dmvae / 'metrics_hsic_delta400_both.json'}",
         f"s:8000={dmvae / 'metrics_hsic_delta400_both_8000steps_gmm_coherence.json'}",
     )
@@ -50,7 +52,14 @@ def test_steps_curve_reads_each_coherence_row_per_step(tmp_path):
         ("8000", "text2image_gmm"): 0.455,
         ("8000", "reconstruction_image"): 0.444,
     }
-    assert sum(r["row"] == "decoder_ceiling" for r in rows) == 5
+    ceiling = {}
+    for r in rows:
+        if r["row"] == "decoder_ceiling":
+            ceiling.setdefault(r["series"], []).append(int(r["steps"]))
+    assert ceiling == {  # one series per decoder width, each with the steps it was evaluated at
+        "decoder alone on the true factors (width 12)": [500, 1000, 2000, 3000, 4000],
+        "decoder alone on the true factors (width 24)": [500, 1000],
+    }
     assert out.with_suffix(".png").stat().st_size > 10_000
     bad = subprocess.run(cmd[:-2] + ["no-steps=x.json"], capture_output=True, text=True)
     assert bad.returncode != 0 and "SERIES:STEPS=PATH" in bad.stderr
