@@ -43,9 +43,7 @@ def parse_point(spec: str) -> tuple[str, int, Path]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("points", nargs="+", help="SERIES:STEPS=PATH of a metrics.json")
-    p.add_argument(
-        "--ceiling", type=Path, action="append", default=[], help="JSON of scripts/dmvae_decoder_ceiling.py (repeats)"
-    )
+    p.add_argument("--ceiling", type=Path, action="append", default=[], help="a ceiling JSON (repeats)")
     p.add_argument("--out", type=Path, required=True, help="output stem: OUT.csv, OUT.png")
     args = p.parse_args()
     rows, chance = [], None
