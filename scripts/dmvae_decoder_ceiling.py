@@ -17,10 +17,16 @@ rotations), not by its steps.
         --classifier runs/demo/dmvae/eval/factor_classifier.pt --widths 12 \\
         --steps 4000 --eval-at 500 1000 2000 4000 --out docs/dmvae/decoder_ceiling.json
 
-Resumable: after each evaluation the decoder, its optimiser and the result rows are saved
-under ``--work``; a rerun continues from there. Progress lines give the rate and ETA.
-Writes the JSON (rows per width and step, seconds per step, the command, the seed) and a PNG:
-accuracy against steps and test images drawn by the widest decoder at its last step.
+``--schedule cosine --warmup 100`` trains with stage 2's learning-rate schedule (linear warm-up,
+cosine decay to 0 at ``--steps``; ``mmcl.dmvae.stage1.lr_lambda``), so that the last point is
+comparable with a stage-2 run of as many steps; the default keeps Adam's rate constant.
+
+Resumable: after each evaluation the decoder, its optimiser (and schedule) and the result rows
+are saved under ``--work``, and the JSON is written with the rows so far; a rerun continues from
+there (a constant-rate run may be continued to more ``--steps``, a cosine one only to the same).
+Progress lines give the rate and ETA. Writes the JSON (rows per width and step, seconds per
+step, the command, the seed) and, at the end, a PNG: accuracy against steps and test images
+drawn by the widest decoder at its last step.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from mmcl.dmvae.classifier import load_classifier
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.losses import laplace_log_likelihood
 from mmcl.dmvae.networks import ImageDecoder
+from mmcl.dmvae.stage1 import lr_lambda
 
 REPO = Path(__file__).resolve().parents[1]
 PERIODIC = ("object_color", "spotlight_color", "background_color")  # hues in [0, 1)
@@ -97,6 +104,10 @@ def main(argv=None) -> int:
     p.add_argument("--eval-at", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--schedule", choices=("constant", "cosine"), default="constant", help="Adam's rate over --steps"
+    )
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (stage 2: 100)")
     p.add_argument("--scale", type=float, default=0.1, help="Laplace b of the likelihood")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -120,22 +131,35 @@ def main(argv=None) -> int:
     classifier, cls_meta = load_classifier(args.classifier)
     real_acc, _ = judge(torch.nn.Identity(), classifier, test_u8.float() / 255, test_lat)
     print(f"[ceiling] factor classifier on the real test images: {real_acc}", flush=True)
+    fixed = {  # what every version of the JSON records besides its rows
+        "condition_dims": int(train_cond.shape[1]),
+        "train_images": len(train_u8),
+        "test_images": len(test_u8),
+        "classifier_real_test_accuracy": real_acc,
+        "classifier_meta": {k: v for k, v in cls_meta.items() if k != "dataset"},
+        "chance": {
+            k: float(torch.bincount(test_lat[k]).max() / len(test_lat[k])) for k in classifier.factors
+        },
+    }
 
     rows: list[dict] = []
     last_drawn = None
     for width in args.widths:
         variant = f"width{width}" + (f"_res{args.res_blocks}" if args.res_blocks else "")
+        variant += f"_cosine{args.steps}_warmup{args.warmup}" if args.schedule == "cosine" else ""
         state_path = work / f"{variant}.pt"
         torch.manual_seed(args.seed)
         decoder = ImageDecoder(
             train_cond.shape[1], data.manifest.resolution or 64, width, res_blocks=args.res_blocks
         )
         opt = torch.optim.Adam(decoder.parameters(), lr=args.lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.warmup, args.schedule, args.steps))
         step, seconds, done_rows = 0, 0.0, []
         if state_path.is_file():
             state = load_checkpoint(state_path, "decoder-ceiling state")
             decoder.load_state_dict(state["decoder"])
             opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(json.loads(state.get("schedule", "{}")) or sched.state_dict())
             step, seconds, done_rows = state["step"], state["seconds"], json.loads(state["rows"])
             torch.set_rng_state(state["rng"])
             print(f"[ceiling] width {width}: resuming at step {step}", flush=True)
@@ -149,6 +173,7 @@ def main(argv=None) -> int:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            sched.step()
             step += 1
             elapsed = time.perf_counter() - t_start
             if step % 100 == 0:
@@ -177,32 +202,33 @@ def main(argv=None) -> int:
                 print(f"[ceiling] width {width} step {step}: test {acc}, train {train_acc}, "
                       f"test NLL {row['test_nll']}", flush=True)  # fmt: skip
                 state = {"decoder": decoder.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                         "seconds": elapsed, "rows": json.dumps(done_rows), "rng": torch.get_rng_state()}  # fmt: skip
+                         "seconds": elapsed, "rows": json.dumps(done_rows), "rng": torch.get_rng_state(),
+                         "schedule": json.dumps(sched.state_dict())}  # fmt: skip
                 torch.save(state, state_path)
                 last_drawn = drawn
+                write_result(out, args, argv, rows, fixed)
         if last_drawn is None:
             _, last_drawn = judge(decoder, classifier, test_cond, test_lat)
 
+    result = write_result(out, args, argv, rows, fixed)
+    plot(result, last_drawn, test_u8, out.with_suffix(".png"))
+    print(f"[ceiling] wrote {out} and {out.with_suffix('.png')}")
+    return 0
+
+
+def write_result(out: Path, args, argv, rows: list[dict], fixed: dict) -> dict:
+    """The JSON of the rows so far (rewritten after every evaluation, so a killed run keeps them)."""
     result = {
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
         "seed": args.seed,
         "settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
-        "condition_dims": int(train_cond.shape[1]),
-        "train_images": len(train_u8),
-        "test_images": len(test_u8),
-        "classifier_real_test_accuracy": real_acc,
-        "classifier_meta": {k: v for k, v in cls_meta.items() if k != "dataset"},
-        "chance": {
-            k: float(torch.bincount(test_lat[k]).max() / len(test_lat[k])) for k in classifier.factors
-        },
+        **fixed,
         "rows": rows,
         "machine": {"processor": platform.processor() or platform.machine(), "threads": args.threads},
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, last_drawn, test_u8, out.with_suffix(".png"))
-    print(f"[ceiling] wrote {out} and {out.with_suffix('.png')}")
-    return 0
+    return result
 
 
 def plot(result: dict, drawn: torch.Tensor, real: torch.Tensor, path: Path) -> None:
