@@ -10,7 +10,8 @@ stage-2 steps. For every point the shape coherence of text -> image with m_img ~
 (``text2image``), with m_img from the fitted density (``text2image_gmm``, where evaluated) and of
 the reconstructions (``reconstruction_image``, the decoder's ceiling in the model), plus, with
 ``--ceiling``, the decoder trained alone on the true factors (`scripts/dmvae_decoder_ceiling.py`;
-``--ceiling`` repeats, one series per decoder width and depth).
+``--ceiling`` repeats, one series per decoder width and depth; of a run with stage 2's cosine
+schedule only its last row, the end of a run of that many steps).
 Writes ``OUT.csv`` and ``OUT.png`` with the issue's target (0.6) and chance.
 """
 
@@ -59,8 +60,13 @@ def main() -> None:
     for path in args.ceiling:
         ceiling = json.loads(path.read_text())
         chance = chance or ceiling["chance"]["object_shape"]
+        settings = ceiling.get("settings", {})
+        cosine = settings.get("schedule") == "cosine"
         for r in ceiling["rows"]:
+            if cosine and r["step"] != settings["steps"]:
+                continue  # mid-schedule: not what a run of that many steps ends with
             depth = f", {r['res_blocks']} residual layers" if r.get("res_blocks") else ""
+            depth += ", stage 2's cosine schedule, end of each run" if cosine else ""
             rows.append({"series": f"decoder alone on the true factors (width {r['width']}{depth})", "steps": r["step"],
                          "row": "decoder_ceiling", "shape": r["accuracy"]["object_shape"],
                          "x": r["accuracy"]["object_xpos"], "y": r["accuracy"]["object_ypos"],

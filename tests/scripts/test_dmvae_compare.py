@@ -38,6 +38,8 @@ def test_steps_curve_reads_each_coherence_row_per_step(tmp_path):
         str(dmvae / "decoder_ceiling.json"),
         "--ceiling",
         str(dmvae / "decoder_ceiling_width24.json"),
+        "--ceiling",
+        str(dmvae / "decoder_ceiling_cosine8000.json"),
         f"s:2000={dmvae / 'metrics_hsic_delta400_both.json'}",
         f"s:8000={dmvae / 'metrics_hsic_delta400_both_8000steps_gmm_coherence.json'}",
     )
@@ -59,6 +61,8 @@ def test_steps_curve_reads_each_coherence_row_per_step(tmp_path):
     assert ceiling == {  # one series per decoder width, each with the steps it was evaluated at
         "decoder alone on the true factors (width 12)": [500, 1000, 2000, 3000, 4000],
         "decoder alone on the true factors (width 24)": [500, 1000],
+        # evaluated at 2 000 ... 8 000, but mid-schedule points are not the end of a shorter run
+        "decoder alone on the true factors (width 12, stage 2's cosine schedule, end of each run)": [8000],
     }
     assert out.with_suffix(".png").stat().st_size > 10_000
     bad = subprocess.run(cmd[:-2] + ["no-steps=x.json"], capture_output=True, text=True)
