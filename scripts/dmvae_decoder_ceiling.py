@@ -146,7 +146,10 @@ def main(argv=None) -> int:
     last_drawn = None
     for width in args.widths:
         variant = f"width{width}" + (f"_res{args.res_blocks}" if args.res_blocks else "")
-        variant += f"_cosine{args.steps}_warmup{args.warmup}" if args.schedule == "cosine" else ""
+        if args.schedule == "cosine":  # a cosine run is defined by its length: never continued to another
+            variant += f"_cosine{args.steps}_warmup{args.warmup}"
+        elif args.warmup:
+            variant += f"_warmup{args.warmup}"
         state_path = work / f"{variant}.pt"
         torch.manual_seed(args.seed)
         decoder = ImageDecoder(
