@@ -32,6 +32,7 @@ from torchvision.transforms.functional import gaussian_blur
 from mmcl.dmvae.classifier import load_classifier
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.losses import laplace_log_likelihood
+from mmcl.probing.probes import chance_level
 
 
 def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -75,7 +76,7 @@ def main(argv=None) -> int:
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix()] + (argv or sys.argv[1:])),
         "settings": vars(args),
         "images": len(sharp),
-        "chance": {k: float(torch.bincount(latents[k]).max() / len(latents[k])) for k in classifier.factors},
+        "chance": {k: chance_level("discrete", latents[k].numpy()) for k in classifier.factors},
         "classifier_meta": {k: v for k, v in cls_meta.items() if k != "dataset"},
         "rows": rows,
         "machine": {"processor": platform.processor() or platform.machine(), "threads": args.threads},

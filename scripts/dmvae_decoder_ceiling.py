@@ -47,6 +47,7 @@ from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.losses import laplace_log_likelihood
 from mmcl.dmvae.networks import ImageDecoder
 from mmcl.dmvae.stage1 import lr_lambda
+from mmcl.probing.probes import chance_level
 
 REPO = Path(__file__).resolve().parents[1]
 PERIODIC = ("object_color", "spotlight_color", "background_color")  # hues in [0, 1)
@@ -137,9 +138,7 @@ def main(argv=None) -> int:
         "test_images": len(test_u8),
         "classifier_real_test_accuracy": real_acc,
         "classifier_meta": {k: v for k, v in cls_meta.items() if k != "dataset"},
-        "chance": {
-            k: float(torch.bincount(test_lat[k]).max() / len(test_lat[k])) for k in classifier.factors
-        },
+        "chance": {k: chance_level("discrete", test_lat[k].numpy()) for k in classifier.factors},
     }
 
     rows: list[dict] = []
@@ -162,7 +161,8 @@ def main(argv=None) -> int:
             state = load_checkpoint(state_path, "decoder-ceiling state")
             decoder.load_state_dict(state["decoder"])
             opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(json.loads(state.get("schedule", "{}")) or sched.state_dict())
+            if "schedule" in state:  # states written before --schedule existed ran at a constant rate
+                sched.load_state_dict(json.loads(state["schedule"]))
             step, seconds, done_rows = state["step"], state["seconds"], json.loads(state["rows"])
             torch.set_rng_state(state["rng"])
             print(f"[ceiling] width {width}: resuming at step {step}", flush=True)

@@ -65,9 +65,9 @@ def main() -> None:
         for r in ceiling["rows"]:
             if cosine and r["step"] != settings["steps"]:
                 continue  # mid-schedule: not what a run of that many steps ends with
-            depth = f", {r['res_blocks']} residual layers" if r.get("res_blocks") else ""
-            depth += ", stage 2's cosine schedule, end of each run" if cosine else ""
-            rows.append({"series": f"decoder alone on the true factors (width {r['width']}{depth})", "steps": r["step"],
+            variant = f", {r['res_blocks']} residual layers" if r.get("res_blocks") else ""
+            variant += ", stage 2's cosine schedule, end of each run" if cosine else ""
+            rows.append({"series": f"decoder alone on the true factors (width {r['width']}{variant})", "steps": r["step"],
                          "row": "decoder_ceiling", "shape": r["accuracy"]["object_shape"],
                          "x": r["accuracy"]["object_xpos"], "y": r["accuracy"]["object_ypos"],
                          "source": path.as_posix()})  # fmt: skip
