@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -39,6 +40,7 @@ from pathlib import Path
 import yaml
 
 from mmcl.paths import relative_inside
+from mmcl.precision import choose_precision, cpu_summary
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -55,6 +57,102 @@ OTHERS = (
     "background_color",
     "text_phrasing",
 )
+
+
+# What each stage takes on the machine the demo was tuned on (2 cores, AMD EPYC with native bf16,
+# docs/demo/README.md), in minutes. A stage projected to take more than OVER_BUDGET times this,
+# once it has run GRACE_SECONDS, gets one line saying so and why it may be (no silent 4-hour runs).
+EXPECTED_MINUTES = {
+    "assets": 1.5,  # a first build from the Debian packages; cached afterwards
+    "data": 14.0,
+    "validate": 0.3,
+    "fit": 11.5,
+    "dmvae": 11.5,
+    "embed": 0.3,
+    "probe": 0.5,
+}
+OVER_BUDGET = 3.0
+GRACE_SECONDS = 60.0
+# "ETA 12.3 min" (mmcl dmvae), "ETA=1:02:03" / "ETA 0:12:05" / "ETA 12:05" (mmcl fit's bar, datagen)
+_PRECISION = re.compile(r"\] precision (\S+):")  # the line mmcl.precision.fill_precision logs
+_ETA = re.compile(r"ETA[= ]\s*(?:(\d+(?:\.\d+)?) min|(\d+(?::\d\d){1,2}))")
+
+
+def parse_eta(line: str) -> float | None:
+    """Seconds left by the last ETA a progress line of this project's commands shows, if any."""
+    found = _ETA.findall(line)
+    if not found:
+        return None
+    minutes, clock = found[-1]
+    if minutes:
+        return float(minutes) * 60
+    seconds = 0.0
+    for part in clock.split(":"):
+        seconds = seconds * 60 + int(part)
+    return seconds
+
+
+class BudgetWatch:
+    """Warns once when a stage is projected (elapsed + the ETA its command last printed, or only
+    the elapsed time) to take more than ``over`` times its expected seconds, after ``grace``."""
+
+    def __init__(self, name: str, expected_s: float, over: float = OVER_BUDGET, grace: float = GRACE_SECONDS,
+                 start: float | None = None, threads: int | None = None):  # fmt: skip
+        self.name, self.expected_s, self.over, self.grace = name, expected_s, over, grace
+        self.start = time.monotonic() if start is None else start
+        self.threads = threads
+        self.eta: float | None = None
+        self.eta_at = self.start
+        self.warned = False
+        self.precisions: set[str] = set()  # what the stage's trainings said they run in
+
+    def observe(self, line: str, now: float | None = None) -> None:
+        self.precisions.update(_PRECISION.findall(line))
+        eta = parse_eta(line)
+        if eta is not None:
+            self.eta, self.eta_at = eta, time.monotonic() if now is None else now
+
+    def projected(self, now: float) -> float:
+        elapsed = now - self.start
+        if self.eta is None:
+            return elapsed
+        return max(elapsed, self.eta_at - self.start + self.eta)
+
+    def check(self, now: float | None = None) -> str | None:
+        """The warning line, the first time the stage is over budget; else None."""
+        now = time.monotonic() if now is None else now
+        if self.warned or now - self.start < self.grace:
+            return None
+        projected = self.projected(now)
+        if projected <= self.over * self.expected_s:
+            return None
+        self.warned = True
+        how = "from its ETA" if self.eta is not None else "so far"
+        return (
+            f"[demo] WARNING: {self.name} is on course for {projected / 60:.0f} min ({how}), "
+            f"{projected / self.expected_s:.1f}x its expected {self.expected_s / 60:.1f} min; "
+            f"likely cause: {likely_cause(self.threads, self.precisions)}"
+        )
+
+
+def likely_cause(threads: int | None = None, precisions: Iterable[str] = ()) -> str:
+    """What most often makes a stage slow here: emulated bf16, too few threads, a busy CPU."""
+    causes = []
+    suited, reason = choose_precision("cpu", None)
+    if suited != "bf16-mixed" and any(p.startswith("bf16") for p in precisions):
+        causes.append(f"training in bf16 (set in a config or flag) although {reason}")
+    cores = os.cpu_count() or 1
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > cores + 0.5:
+        causes.append(f"another process on the cores (load average {load:.1f} on {cores} cores)")
+    omp = os.environ.get("OMP_NUM_THREADS")
+    if threads is None and omp and int(omp) < cores:
+        causes.append(f"OMP_NUM_THREADS={omp} on {cores} cores")
+    if cores < 2:
+        causes.append("a single core (the demo is sized for 2)")
+    if not causes:
+        causes.append("a slower CPU than the one the expectations were measured on")
+    return "; ".join(causes) + f" [{cpu_summary()}]"
 
 
 def repo_relative(arg: str) -> str:
@@ -78,24 +176,26 @@ class Demo:
         self.timings: dict[str, float] = {}
         self.together: list[tuple[str, ...]] = []  # stages that ran at the same time
         self.threads: int | None = None  # torch threads per command while stages share the CPU
+        self.expected = dict(EXPECTED_MINUTES)  # minutes per stage (tests shrink them)
+        self.grace = GRACE_SECONDS
 
-    def run(self, cmd: list[str], prefix: str | None = None) -> None:
+    def run(self, cmd: list[str], prefix: str | None = None, watch: BudgetWatch | None = None) -> None:
         """Run one command in the repository root, with paths inside it written relative to it (so
         stage records and what the tools write into reports hold no path of this machine); with
-        ``prefix`` its output lines are tagged (stages running at once)."""
+        ``prefix`` its output lines are tagged (stages running at once); ``watch`` reads its
+        progress lines and says when the stage runs far over its expected time."""
         cmd = [repo_relative(arg) for arg in cmd]
         tag = f"[{prefix}] " if prefix else ""
         print(f"{tag}$ {shlex.join(cmd)}", flush=True)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if self.threads is not None:
             env["OMP_NUM_THREADS"] = str(self.threads)
-        if prefix is None:
-            returncode = subprocess.run(cmd, cwd=REPO, env=env).returncode
-        else:
-            proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-            for line in tagged_lines(proc.stdout, tag):
-                print(line, flush=True)
-            returncode = proc.wait()
+        # piped even when alone, so the budget watch reads the command's ETA
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for line in tagged_lines(proc.stdout, tag, on_line=None if watch is None else watch.observe):
+            print(line, flush=True)
+            warn(watch)
+        returncode = proc.wait()
         if returncode != 0:
             raise SystemExit(
                 f"demo: `{shlex.join(cmd)}` failed (exit {returncode}); fix the error above and run "
@@ -113,17 +213,19 @@ class Demo:
     def _run_stage(
         self, name: str, commands: Callable[[], Iterable[list[str]]], prefix: bool = False
     ) -> None:
-        print(f"\n[demo] ===== {name} =====", flush=True)
+        print(f"\n[demo] ===== {name} ===== (expected {self.expected[name]:.1f} min; {cpu_summary()})", flush=True)
         t0 = time.perf_counter()
+        watch = BudgetWatch(name, self.expected[name] * 60, grace=self.grace, threads=self.threads)
         ran = []
         for cmd in commands():
-            self.run(cmd, name if prefix else None)
+            self.run(cmd, name if prefix else None, watch)
             ran.append(shlex.join(repo_relative(arg) for arg in cmd))  # no path of this machine
         seconds = time.perf_counter() - t0
         self.timings[name] = seconds
         self.stages.mkdir(parents=True, exist_ok=True)
         marker = self.stages / f"{name}.json"
-        marker.write_text(json.dumps({"commands": ran, "seconds": round(seconds, 1)}, indent=2) + "\n")
+        record = {"commands": ran, "seconds": round(seconds, 1), "cpu": cpu_summary(), "threads": self.threads}
+        marker.write_text(json.dumps(record, indent=2) + "\n")
         print(f"[demo] {name}: {seconds / 60:.1f} min", flush=True)
 
     def stage(self, name: str, commands: Callable[[], Iterable[list[str]]]) -> None:
@@ -238,10 +340,17 @@ class Demo:
         return path
 
 
-def tagged_lines(stream, tag: str, redraw_every: float = 10.0):
+def warn(watch: BudgetWatch | None) -> None:
+    line = None if watch is None else watch.check()
+    if line:
+        print(line, flush=True)
+
+
+def tagged_lines(stream, tag: str, redraw_every: float = 10.0, on_line=None):
     """Lines of a child's output, each starting with ``tag``. A progress bar redraws itself
     with carriage returns many times a second; of those redraws one every ``redraw_every``
-    seconds is kept, so two stages' bars do not flood the terminal."""
+    seconds is kept, so two stages' bars do not flood the terminal. ``on_line`` sees every
+    line and redraw, kept or not (the budget watch reads their ETA)."""
     buf, last_redraw = b"", float("-inf")
     for chunk in iter(lambda: stream.read1(65536), b""):
         buf += chunk
@@ -254,6 +363,8 @@ def tagged_lines(stream, tag: str, redraw_every: float = 10.0):
             text = line.decode(errors="replace").rstrip()
             if not text:
                 continue
+            if on_line is not None:
+                on_line(text)
             if redraw:
                 now = time.monotonic()
                 if now - last_redraw < redraw_every:

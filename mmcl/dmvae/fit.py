@@ -52,6 +52,7 @@ from mmcl.dmvae.losses import sample_gaussian
 from mmcl.dmvae.run import load_specific_module
 from mmcl.dmvae.stage1 import ContentModule
 from mmcl.dmvae.stage2 import SpecificModule
+from mmcl.precision import fill_precision
 from mmcl.train.callbacks import ProgressBar, RunCheckpoint, RunMetadata, ThroughputMonitor
 
 TRAINER_SKIP = {"callbacks", "logger", "default_root_dir", "enable_checkpointing", "plugins"}
@@ -244,7 +245,7 @@ def make_trainer(
     log,
     extra: list[Callback] | None = None,
 ) -> pl.Trainer:
-    kwargs = dict(trainer_cfg)
+    kwargs = fill_precision(dict(trainer_cfg), f"dmvae {stage}", log)  # unset: for the hardware
     kwargs.pop("enable_progress_bar", None)
     callbacks: list[Callback] = [
         RunCheckpoint(

@@ -289,11 +289,13 @@ class OnlineProbe(Callback):
 
 # ----------------------------------------------------------------------------- checkpoints
 class RunMetadata(Callback):
-    """Records the run's global seed in every checkpoint (``checkpoint["mmcl_seed"]``)."""
+    """Records the run's global seed and the precision it trained in (chosen for the hardware
+    when unset, :mod:`mmcl.precision`) in every checkpoint (``mmcl_seed``, ``mmcl_precision``)."""
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         seed = os.environ.get("PL_GLOBAL_SEED")
         checkpoint["mmcl_seed"] = int(seed) if seed is not None else None
+        checkpoint["mmcl_precision"] = str(trainer.precision)
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -28,6 +28,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from mmcl.cli import user_error
 from mmcl.data import DataError, MultimodalDataModule
+from mmcl.precision import fill_precision, rank_zero_print
 from mmcl.train.callbacks import OnlineProbe, ProgressBar, RunCheckpoint, RunMetadata, ThroughputMonitor
 from mmcl.train.module import ContrastiveModule
 
@@ -88,6 +89,10 @@ class ContrastiveCLI(LightningCLI):
         if cfg.data.seed is None:
             seed = cfg.seed_everything
             cfg.data.seed = int(seed) if not isinstance(seed, bool) else 0
+        # unset precision: chosen for the hardware (bf16 only where it is native, mmcl.precision)
+        cfg.trainer.precision = fill_precision(
+            {"accelerator": cfg.trainer.accelerator, "precision": cfg.trainer.precision}, "mmcl fit", rank_zero_print
+        )["precision"]
 
     def instantiate_trainer(self, **kwargs):
         cfg = self.config.trainer

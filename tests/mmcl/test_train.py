@@ -16,6 +16,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
+from mmcl.precision import choose_precision
 from mmcl.train.cli import build_cli, main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -70,6 +71,7 @@ def run(tiny_dataset, tmp_path_factory) -> Path:
 def test_run_writes_config_logs_and_checkpoints(run, tiny_dataset):
     ckpt = last(run)
     assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1 and ckpt["mmcl_seed"] == 1
+    assert ckpt["mmcl_precision"] == "32-true"  # quickstart.yaml sets it: an explicit precision wins
     assert ckpt["hyper_parameters"]["encoding_size"] == 3
     config = yaml.safe_load((run / "logs/version_0/config.yaml").read_text())
     assert config["model"]["encoding_size"] == 3 and config["seed_everything"] == 1
@@ -104,6 +106,15 @@ def test_run_writes_config_logs_and_checkpoints(run, tiny_dataset):
     assert taus[0] != taus[-1]  # learnable temperature moved
     accs = [float(r["probe/image/object_xpos_acc"]) for r in table if r["probe/image/object_xpos_acc"]]
     assert len(accs) == 2 and all(0 <= a <= 1 for a in accs)  # one probe evaluation per validation epoch
+
+
+def test_unset_precision_is_chosen_for_this_cpu_logged_and_recorded(tiny_dataset, tmp_path, capsys):
+    root = tmp_path / "auto"
+    assert main(args(tiny_dataset, root, "--trainer.precision", "null", "--trainer.max_steps", "2")) == 0
+    chosen, reason = choose_precision("cpu", None)
+    assert f"[mmcl fit] precision {chosen}: {reason}" in capsys.readouterr().out
+    assert last(root)["mmcl_precision"] == chosen
+    assert yaml.safe_load((root / "logs/version_0/config.yaml").read_text())["trainer"]["precision"] == chosen
 
 
 class StopAt(Callback):

@@ -6,7 +6,9 @@ and resume logic are the ones `make demo` runs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import subprocess
 import sys
@@ -116,3 +118,46 @@ def test_commands_name_paths_inside_the_repository_relative_to_it():
     assert demo.repo_relative(str(demo.REPO)) == "."
     assert demo.repo_relative("/elsewhere/data") == "/elsewhere/data"
     assert demo.repo_relative("--workers") == "--workers"
+
+
+def test_eta_is_read_from_every_progress_format_of_the_project():
+    demo = load_demo()
+    assert demo.parse_eta("[stage 1] step 25/1200 (1.9 it/s, ETA 10.3 min) loss 3.1") == 618.0
+    assert demo.parse_eta("Epoch 0: 5%| 12/3500 [00:40<3:20:00, loss=4.1, samples/s=13.4, ETA=4:30:05]") == 16205
+    assert demo.parse_eta("train: 120/12000 images  9.8/s  elapsed 0:00:12  ETA 0:20:12") == 1212
+    assert demo.parse_eta("Epoch 0: loss=4.1, ETA=12:05") == 725
+    assert demo.parse_eta("no estimate here") is None
+
+
+def test_budget_watch_warns_once_after_its_grace_with_the_cause():
+    demo = load_demo()
+    watch = demo.BudgetWatch("fit", expected_s=600, grace=60, start=0.0)
+    watch.observe("[mmcl fit] precision bf16-mixed: as configured", now=1.0)
+    watch.observe("Epoch 0: 12/3500, ETA=4:30:05]", now=30.0)
+    assert watch.check(now=59.0) is None  # within its first minute: no verdict yet
+    line = watch.check(now=61.0)
+    assert line is not None and "fit is on course for 271 min (from its ETA), 27.1x its expected 10.0 min" in line
+    assert "likely cause:" in line and "flags:" in line  # the CPU it ran on is named
+    assert watch.check(now=120.0) is None  # said once
+    on_time = demo.BudgetWatch("fit", expected_s=600, grace=60, start=0.0)
+    on_time.observe("Epoch 0: 200/3500, ETA=10:00]", now=100.0)
+    assert on_time.check(now=101.0) is None  # 100 s + 10 min < 3 x 10 min
+    silent = demo.BudgetWatch("data", expected_s=10, grace=5, start=0.0)
+    assert silent.check(now=29.0) is None and "(so far)" in silent.check(now=31.0)  # elapsed alone
+
+
+def test_a_slow_stage_gets_one_warning_line_while_it_runs(tmp_path):
+    """A real stage whose command runs longer than 3x its expectation (made tiny here)."""
+    demo = load_demo()
+    run = demo.Demo(tmp_path, 1, {})
+    run.expected["slow"] = 0.5 / 60  # half a second
+    slow = [sys.executable, "-c", "import time\nfor i in range(4): print('ETA 0:00:05', flush=True); time.sleep(0.5)"]
+    run.grace = 0.0
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        run.stage("slow", lambda: [slow])
+    out = buf.getvalue()
+    assert out.count("WARNING: slow is on course for") == 1, out
+    assert "expected 0.0 min" in out and "flags:" in out
+    record = json.loads((tmp_path / ".stages" / "slow.json").read_text())
+    assert record["cpu"] and record["seconds"] >= 1.5
