@@ -27,7 +27,17 @@ import torch
 # /proc/cpuinfo flags that mean the CPU computes in bf16 itself (not by emulation)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
 # the flags worth printing beside a timing (what the vector units can do)
-TIMING_CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve", "bf16")
+TIMING_CPU_FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_tile",
+    "asimd",
+    "sve",
+    "bf16",
+)
 
 
 def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, set[str]]:
@@ -85,7 +95,9 @@ def resolve_accelerator(accelerator) -> str:
     return "other"
 
 
-def choose_precision(accelerator="auto", requested=None, cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, str]:
+def choose_precision(
+    accelerator="auto", requested=None, cpuinfo: str | Path = "/proc/cpuinfo"
+) -> tuple[str, str]:
     """``(precision, reason)``: ``requested`` where given, else the rule of the module docstring."""
     if requested is not None:
         return str(requested), "as configured"
@@ -114,7 +126,9 @@ def choose_precision(accelerator="auto", requested=None, cpuinfo: str | Path = "
 
 def fill_precision(trainer_kwargs: dict, where: str, log=print) -> dict:
     """``trainer_kwargs`` with ``precision`` chosen for the hardware when it is unset; logs one line."""
-    precision, reason = choose_precision(trainer_kwargs.get("accelerator", "auto"), trainer_kwargs.get("precision"))
+    precision, reason = choose_precision(
+        trainer_kwargs.get("accelerator", "auto"), trainer_kwargs.get("precision")
+    )
     log(f"[{where}] precision {precision}: {reason}")
     return {**trainer_kwargs, "precision": precision}
 

@@ -213,7 +213,10 @@ class Demo:
     def _run_stage(
         self, name: str, commands: Callable[[], Iterable[list[str]]], prefix: bool = False
     ) -> None:
-        print(f"\n[demo] ===== {name} ===== (expected {self.expected[name]:.1f} min; {cpu_summary()})", flush=True)
+        print(
+            f"\n[demo] ===== {name} ===== (expected {self.expected[name]:.1f} min; {cpu_summary()})",
+            flush=True,
+        )
         t0 = time.perf_counter()
         watch = BudgetWatch(name, self.expected[name] * 60, grace=self.grace, threads=self.threads)
         ran = []
@@ -224,7 +227,12 @@ class Demo:
         self.timings[name] = seconds
         self.stages.mkdir(parents=True, exist_ok=True)
         marker = self.stages / f"{name}.json"
-        record = {"commands": ran, "seconds": round(seconds, 1), "cpu": cpu_summary(), "threads": self.threads}
+        record = {
+            "commands": ran,
+            "seconds": round(seconds, 1),
+            "cpu": cpu_summary(),
+            "threads": self.threads,
+        }
         marker.write_text(json.dumps(record, indent=2) + "\n")
         print(f"[demo] {name}: {seconds / 60:.1f} min", flush=True)
 

@@ -91,7 +91,9 @@ class ContrastiveCLI(LightningCLI):
             cfg.data.seed = int(seed) if not isinstance(seed, bool) else 0
         # unset precision: chosen for the hardware (bf16 only where it is native, mmcl.precision)
         cfg.trainer.precision = fill_precision(
-            {"accelerator": cfg.trainer.accelerator, "precision": cfg.trainer.precision}, "mmcl fit", rank_zero_print
+            {"accelerator": cfg.trainer.accelerator, "precision": cfg.trainer.precision},
+            "mmcl fit",
+            rank_zero_print,
         )["precision"]
 
     def instantiate_trainer(self, **kwargs):

@@ -41,7 +41,9 @@ def test_explicit_precision_wins_and_is_logged(tmp_path, no_isa_cap):
     path.write_text(ZEN4)
     assert choose_precision("cpu", "32-true", cpuinfo=path) == ("32-true", "as configured")
     lines: list[str] = []
-    kwargs = fill_precision({"accelerator": "cpu", "precision": "bf16-mixed", "max_steps": 3}, "fit", lines.append)
+    kwargs = fill_precision(
+        {"accelerator": "cpu", "precision": "bf16-mixed", "max_steps": 3}, "fit", lines.append
+    )
     assert kwargs == {"accelerator": "cpu", "precision": "bf16-mixed", "max_steps": 3}
     assert lines == ["[fit] precision bf16-mixed: as configured"]
 

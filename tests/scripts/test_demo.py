@@ -123,7 +123,9 @@ def test_commands_name_paths_inside_the_repository_relative_to_it():
 def test_eta_is_read_from_every_progress_format_of_the_project():
     demo = load_demo()
     assert demo.parse_eta("[stage 1] step 25/1200 (1.9 it/s, ETA 10.3 min) loss 3.1") == 618.0
-    assert demo.parse_eta("Epoch 0: 5%| 12/3500 [00:40<3:20:00, loss=4.1, samples/s=13.4, ETA=4:30:05]") == 16205
+    assert (
+        demo.parse_eta("Epoch 0: 5%| 12/3500 [00:40<3:20:00, loss=4.1, samples/s=13.4, ETA=4:30:05]") == 16205
+    )
     assert demo.parse_eta("train: 120/12000 images  9.8/s  elapsed 0:00:12  ETA 0:20:12") == 1212
     assert demo.parse_eta("Epoch 0: loss=4.1, ETA=12:05") == 725
     assert demo.parse_eta("no estimate here") is None
@@ -136,7 +138,10 @@ def test_budget_watch_warns_once_after_its_grace_with_the_cause():
     watch.observe("Epoch 0: 12/3500, ETA=4:30:05]", now=30.0)
     assert watch.check(now=59.0) is None  # within its first minute: no verdict yet
     line = watch.check(now=61.0)
-    assert line is not None and "fit is on course for 271 min (from its ETA), 27.1x its expected 10.0 min" in line
+    assert (
+        line is not None
+        and "fit is on course for 271 min (from its ETA), 27.1x its expected 10.0 min" in line
+    )
     assert "likely cause:" in line and "flags:" in line  # the CPU it ran on is named
     assert watch.check(now=120.0) is None  # said once
     on_time = demo.BudgetWatch("fit", expected_s=600, grace=60, start=0.0)
@@ -151,7 +156,11 @@ def test_a_slow_stage_gets_one_warning_line_while_it_runs(tmp_path):
     demo = load_demo()
     run = demo.Demo(tmp_path, 1, {})
     run.expected["slow"] = 0.5 / 60  # half a second
-    slow = [sys.executable, "-c", "import time\nfor i in range(4): print('ETA 0:00:05', flush=True); time.sleep(0.5)"]
+    slow = [
+        sys.executable,
+        "-c",
+        "import time\nfor i in range(4): print('ETA 0:00:05', flush=True); time.sleep(0.5)",
+    ]
     run.grace = 0.0
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
