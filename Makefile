@@ -38,6 +38,7 @@ demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 bench: $(STAMP)
+	$(BIN)/python scripts/bench_precision.py
 	$(BIN)/python scripts/bench_render.py
 	$(BIN)/python scripts/bench_train.py
 	$(BIN)/python scripts/bench_probe.py
