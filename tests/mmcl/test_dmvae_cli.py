@@ -20,6 +20,7 @@ from mmcl.dmvae.generate import decode_grid
 from mmcl.dmvae.gmm import ContentPrior
 from mmcl.dmvae.io import DMVAEError
 from mmcl.dmvae.run import load_run
+from mmcl.precision import choose_precision
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dmvae" / "tiny.yaml"
 
@@ -40,9 +41,11 @@ def _state(path: Path) -> dict:
 
 
 def test_fit_writes_every_stage_and_the_resolved_config(tiny_run):
+    chosen, _ = choose_precision("cpu", None)  # tiny.yaml leaves precision unset
     for stage in ("1", "2"):
         ckpt = _state(tiny_run / f"stage{stage}" / "checkpoints" / "last.ckpt")
         assert ckpt["global_step"] == 8
+        assert ckpt["mmcl_precision"] == chosen
         assert (tiny_run / f"stage{stage}" / "logs" / "version_0" / "metrics.csv").is_file()
     cfg = yaml.safe_load((tiny_run / "config.yaml").read_text())
     assert cfg["stage2"]["model"]["delta"] == 400.0
