@@ -19,50 +19,19 @@ read against the CPU it ran on.
 from __future__ import annotations
 
 import os
-import platform
+import re
+import time
 from pathlib import Path
 
 import torch
 
+from mmcl.machine import cpu_info
+
 # /proc/cpuinfo flags that mean the CPU computes in bf16 itself (not by emulation)
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
-# the flags worth printing beside a timing (what the vector units can do)
-TIMING_CPU_FLAGS = (
-    "avx2",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "amx_bf16",
-    "amx_tile",
-    "asimd",
-    "sve",
-    "bf16",
-)
-
-
-def cpu_info(cpuinfo: str | Path = "/proc/cpuinfo") -> tuple[str, set[str]]:
-    """The CPU's model name and its feature flags (x86 ``flags``, Arm ``Features``); an empty
-    set where the file does not exist (macOS, Windows)."""
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return platform.processor() or platform.machine(), set()
-    model, flags = "", set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip().lower()
-        if key == "model name" and not model:
-            model = value.strip()
-        elif key in ("flags", "features") and not flags:
-            flags = set(value.split())
-    return model or platform.machine(), flags
-
-
-def cpu_summary(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    """One line for a timing record: model, cores and the vector flags present."""
-    model, flags = cpu_info(cpuinfo)
-    shown = [f for f in TIMING_CPU_FLAGS if f in flags]
-    return f"{model}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of ' + ' '.join(TIMING_CPU_FLAGS)}"
+# what fill_precision logs, and what reads it back (the demo's budget watch)
+LOG_LINE = "[{where}] precision {precision}: {reason}"
+LOGGED = re.compile(r"\] precision (\S+):")
 
 
 def native_bf16_flags(flags: set[str]) -> list[str]:
@@ -129,7 +98,7 @@ def fill_precision(trainer_kwargs: dict, where: str, log=print) -> dict:
     precision, reason = choose_precision(
         trainer_kwargs.get("accelerator", "auto"), trainer_kwargs.get("precision")
     )
-    log(f"[{where}] precision {precision}: {reason}")
+    log(LOG_LINE.format(where=where, precision=precision, reason=reason))
     return {**trainer_kwargs, "precision": precision}
 
 
@@ -137,3 +106,30 @@ def rank_zero_print(line: str) -> None:
     """``print`` in the first process only (DDP ranks all parse the same config)."""
     if os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0":
         print(line, flush=True)
+
+
+def step_seconds(
+    model: torch.nn.Module, inputs: torch.Tensor, rounds: int = 3, steps: int = 4
+) -> dict[str, float]:
+    """Seconds per training step (forward, mean-square loss, backward, AdamW) of ``model`` on the
+    CPU in ``32-true`` and ``bf16-mixed``: the best of ``rounds`` rounds of ``steps`` steps per
+    precision, the two alternating (so a load change biases both alike), after a warm-up step."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def per_step(bf16: bool, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = model(inputs).float().square().mean()
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+        return (time.perf_counter() - t0) / n
+
+    for bf16 in (False, True):
+        per_step(bf16, 1)
+    best = {"32-true": float("inf"), "bf16-mixed": float("inf")}
+    for _ in range(rounds):
+        for name in best:
+            best[name] = min(best[name], per_step(name == "bf16-mixed", steps))
+    return best

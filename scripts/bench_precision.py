@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,30 +26,12 @@ def measure() -> dict:
     import torch
 
     from mmcl.encoders import image_encoder
-    from mmcl.precision import choose_precision
+    from mmcl.precision import choose_precision, step_seconds
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = image_encoder(16, backbone="convnet", resolution=64, base_channels=32, global_max_pool=True)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    images = torch.rand(32, 3, 64, 64)
-
-    def seconds_per_step(bf16: bool, steps: int) -> float:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = model(images).float().square().mean()
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-        return (time.perf_counter() - t0) / steps
-
-    for bf16 in (False, True):
-        seconds_per_step(bf16, 1)
-    best = {"32-true": float("inf"), "bf16-mixed": float("inf")}
-    for _ in range(3):
-        for name in best:
-            best[name] = min(best[name], seconds_per_step(name == "bf16-mixed", 4))
+    best = step_seconds(model, torch.rand(32, 3, 64, 64))
     chosen, reason = choose_precision("cpu", None)
     other = "32-true" if chosen == "bf16-mixed" else "bf16-mixed"
     return {
@@ -71,7 +52,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(measure()))
         return 0
-    from mmcl.precision import cpu_summary
+    from mmcl.machine import cpu_summary
 
     results = {}
     for name, env in CAPS.items():

@@ -30,15 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mmcl.machine import cpu_info
+
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    return cpu_info()[0]
 
 
 def make_data(n: int, n_test: int, d: int, factors: int, seed: int) -> tuple[np.ndarray, ...]:

@@ -39,6 +39,7 @@ from datagen.pipeline import ShardWorker, _silence_blender, _stdout_to_devnull, 
 from datagen.quality import psnr, ssim
 from datagen.render import OBJECT_SCALE, SceneRenderer
 from datagen.sampling import sample
+from mmcl.machine import cpu_info
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "bench"
 PSNR_TARGET = 35.0
@@ -46,14 +47,7 @@ NOISE_FLOOR_LATENTS = 10  # reference re-rendered with another seed, to show the
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_info()[0]
     from importlib.metadata import version
 
     return {

@@ -55,6 +55,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmcl.machine import cpu_info
 from mmcl.paths import relative_inside
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,11 +72,7 @@ VARIANTS: dict[str, dict] = {
 
 
 def machine() -> dict:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
+    cpu = cpu_info()[0]
     from importlib.metadata import version
 
     return {

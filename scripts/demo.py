@@ -39,8 +39,9 @@ from pathlib import Path
 
 import yaml
 
+from mmcl.machine import cpu_summary
 from mmcl.paths import relative_inside
-from mmcl.precision import choose_precision, cpu_summary
+from mmcl.precision import LOGGED, choose_precision
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -74,7 +75,6 @@ EXPECTED_MINUTES = {
 OVER_BUDGET = 3.0
 GRACE_SECONDS = 60.0
 # "ETA 12.3 min" (mmcl dmvae), "ETA=1:02:03" / "ETA 0:12:05" / "ETA 12:05" (mmcl fit's bar, datagen)
-_PRECISION = re.compile(r"\] precision (\S+):")  # the line mmcl.precision.fill_precision logs
 _ETA = re.compile(r"ETA[= ]\s*(?:(\d+(?:\.\d+)?) min|(\d+(?::\d\d){1,2}))")
 
 
@@ -107,7 +107,7 @@ class BudgetWatch:
         self.precisions: set[str] = set()  # what the stage's trainings said they run in
 
     def observe(self, line: str, now: float | None = None) -> None:
-        self.precisions.update(_PRECISION.findall(line))
+        self.precisions.update(LOGGED.findall(line))
         eta = parse_eta(line)
         if eta is not None:
             self.eta, self.eta_at = eta, time.monotonic() if now is None else now
@@ -178,6 +178,7 @@ class Demo:
         self.threads: int | None = None  # torch threads per command while stages share the CPU
         self.expected = dict(EXPECTED_MINUTES)  # minutes per stage (tests shrink them)
         self.grace = GRACE_SECONDS
+        self.cpu = cpu_summary()  # printed with every stage and kept in its record
 
     def run(self, cmd: list[str], prefix: str | None = None, watch: BudgetWatch | None = None) -> None:
         """Run one command in the repository root, with paths inside it written relative to it (so
@@ -214,7 +215,7 @@ class Demo:
         self, name: str, commands: Callable[[], Iterable[list[str]]], prefix: bool = False
     ) -> None:
         print(
-            f"\n[demo] ===== {name} ===== (expected {self.expected[name]:.1f} min; {cpu_summary()})",
+            f"\n[demo] ===== {name} ===== (expected {self.expected[name]:.1f} min; {self.cpu})",
             flush=True,
         )
         t0 = time.perf_counter()
@@ -230,7 +231,7 @@ class Demo:
         record = {
             "commands": ran,
             "seconds": round(seconds, 1),
-            "cpu": cpu_summary(),
+            "cpu": self.cpu,
             "threads": self.threads,
         }
         marker.write_text(json.dumps(record, indent=2) + "\n")

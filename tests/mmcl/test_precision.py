@@ -3,13 +3,12 @@ timing of the demo's image encoder both ways (the choice must not be the slow on
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
 from mmcl.encoders import image_encoder
-from mmcl.precision import choose_precision, cpu_info, cpu_summary, fill_precision
+from mmcl.machine import cpu_info, cpu_summary
+from mmcl.precision import choose_precision, fill_precision, step_seconds
 
 ZEN2 = "model name\t: AMD EPYC 7B12\nflags\t\t: fpu sse sse2 avx avx2 fma bmi2\n"
 ZEN4 = "model name\t: AMD EPYC 9B14\nflags\t\t: fpu avx2 avx512f avx512_vnni avx512_bf16\n"
@@ -56,18 +55,6 @@ def test_cpu_summary_names_the_flags(tmp_path):
     assert "flags: none of" in cpu_summary(tmp_path / "missing")
 
 
-def _seconds_per_step(model, images, optimiser, bf16: bool, steps: int) -> float:
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(images)
-        loss = out.float().square().mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-    return (time.perf_counter() - t0) / steps
-
-
 def test_chosen_precision_is_not_the_slow_one_on_this_cpu():
     """The demo's image encoder (ConvNet, 64x64, batch 32), one thread, timed in both
     precisions, alternating; the choice for this CPU must not be more than 1.5x slower per step
@@ -79,17 +66,11 @@ def test_chosen_precision_is_not_the_slow_one_on_this_cpu():
     try:
         torch.manual_seed(0)
         model = image_encoder(16, backbone="convnet", resolution=64, base_channels=32, global_max_pool=True)
-        optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        images = torch.rand(32, 3, 64, 64)
-        best = {False: float("inf"), True: float("inf")}
-        for bf16 in (False, True):  # warm-up (allocator, kernels)
-            _seconds_per_step(model, images, optimiser, bf16, 2)
-        for _ in range(3):
-            for bf16 in (False, True):
-                best[bf16] = min(best[bf16], _seconds_per_step(model, images, optimiser, bf16, 4))
+        best = step_seconds(model, torch.rand(32, 3, 64, 64))
     finally:
         torch.set_num_threads(threads)
-    mine, other = (best[True], best[False]) if chosen == "bf16-mixed" else (best[False], best[True])
+    other = "32-true" if chosen == "bf16-mixed" else "bf16-mixed"
+    mine, other = best[chosen], best[other]
     assert mine <= 1.5 * other, (
         f"chose {chosen} ({reason}), but its step takes {mine * 1e3:.0f} ms against "
         f"{other * 1e3:.0f} ms in the other precision on {cpu_summary()}"
