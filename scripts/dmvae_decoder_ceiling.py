@@ -17,6 +17,15 @@ rotations), not by its steps.
         --classifier runs/demo/dmvae/eval/factor_classifier.pt --widths 12 \\
         --steps 4000 --eval-at 500 1000 2000 4000 --out docs/dmvae/decoder_ceiling.json
 
+Decoder families and likelihoods (issue 29): ``--decoder broadcast`` is the spatial broadcast
+decoder (:class:`mmcl.dmvae.networks.SpatialBroadcastDecoder`, ``--widths`` channels in each of
+``--broadcast-layers`` layers); ``--likelihood learned`` learns one Laplace log-scale per colour
+channel with the decoder, ``optimal`` uses each image's and channel's maximum-likelihood scale
+(mean |x - loc|, the sigma-VAE's "optimal sigma" for a Laplace); ``--foreground-weight W``
+multiplies the log-likelihood of pixels that differ from the image's border median by more
+than 0.1 by ``1 + W`` (a diagnostic of where the pixels go). The test NLL in the rows is
+always the fixed-scale Laplace one, so rows of all variants compare.
+
 ``--schedule cosine --warmup 100`` trains with stage 2's learning-rate schedule (linear warm-up,
 cosine decay to 0 at ``--steps``; ``mmcl.dmvae.stage1.lr_lambda``), so that the last point is
 comparable with a stage-2 run of as many steps; the default keeps Adam's rate constant.
@@ -44,8 +53,8 @@ import torch
 from mmcl.checkpoint import load_checkpoint
 from mmcl.dmvae.classifier import load_classifier
 from mmcl.dmvae.data import DMVAEDataModule
-from mmcl.dmvae.losses import laplace_log_likelihood
-from mmcl.dmvae.networks import ImageDecoder
+from mmcl.dmvae.losses import foreground_mask, laplace_log_likelihood, optimal_laplace_scale
+from mmcl.dmvae.networks import IMAGE_DECODERS, image_decoder
 from mmcl.dmvae.stage1 import lr_lambda
 from mmcl.probing.probes import chance_level
 
@@ -100,6 +109,16 @@ def main(argv=None) -> int:
     p.add_argument("--data", default="runs/demo/data")
     p.add_argument("--classifier", required=True, help="factor classifier .pt written by `mmcl dmvae eval`")
     p.add_argument("--widths", type=int, nargs="+", default=[12], help="decoder_base_channels to try")
+    p.add_argument("--decoder", choices=IMAGE_DECODERS, default="deconv", help="image decoder family")
+    p.add_argument("--broadcast-layers", type=int, default=4, help="layers of the broadcast decoder")
+    p.add_argument("--broadcast-kernel", type=int, default=3, help="kernel of its convolutions")
+    p.add_argument(
+        "--likelihood",
+        choices=LIKELIHOODS,
+        default="fixed",
+        help="Laplace scale: fixed --scale, learned, optimal",
+    )
+    p.add_argument("--foreground-weight", type=float, default=0.0, help="extra weight of object pixels")
     p.add_argument("--res-blocks", type=int, default=0, help="ImageDecoder res_blocks (extra 3x3 layers)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--eval-at", type=int, nargs="+", default=[500, 1000, 2000, 4000])
@@ -144,22 +163,27 @@ def main(argv=None) -> int:
     rows: list[dict] = []
     last_drawn = None
     for width in args.widths:
-        variant = f"width{width}" + (f"_res{args.res_blocks}" if args.res_blocks else "")
+        variant = variant_name(args, width)
         if args.schedule == "cosine":  # a cosine run is defined by its length: never continued to another
             variant += f"_cosine{args.steps}_warmup{args.warmup}"
         elif args.warmup:
             variant += f"_warmup{args.warmup}"
         state_path = work / f"{variant}.pt"
         torch.manual_seed(args.seed)
-        decoder = ImageDecoder(
-            train_cond.shape[1], data.manifest.resolution or 64, width, res_blocks=args.res_blocks
-        )
-        opt = torch.optim.Adam(decoder.parameters(), lr=args.lr)
+        decoder = image_decoder(
+            args.decoder, train_cond.shape[1], data.manifest.resolution or 64, width,
+            res_blocks=args.res_blocks, broadcast_layers=args.broadcast_layers, broadcast_kernel=args.broadcast_kernel,
+        )  # fmt: skip
+        log_scale = torch.nn.Parameter(torch.full((1, 3, 1, 1), math.log(args.scale)))  # --likelihood learned
+        params = list(decoder.parameters()) + ([log_scale] if args.likelihood == "learned" else [])
+        opt = torch.optim.Adam(params, lr=args.lr)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.warmup, args.schedule, args.steps))
         step, seconds, done_rows = 0, 0.0, []
         if state_path.is_file():
             state = load_checkpoint(state_path, "decoder-ceiling state")
             decoder.load_state_dict(state["decoder"])
+            if "log_scale" in state:
+                log_scale.data.copy_(state["log_scale"])
             opt.load_state_dict(state["optimizer"])
             if "schedule" in state:  # states written before --schedule existed ran at a constant rate
                 sched.load_state_dict(json.loads(state["schedule"]))
@@ -167,12 +191,12 @@ def main(argv=None) -> int:
             torch.set_rng_state(state["rng"])
             print(f"[ceiling] width {width}: resuming at step {step}", flush=True)
         rows += done_rows
-        n_params = sum(p.numel() for p in decoder.parameters())
+        n_params = sum(p.numel() for p in params)
         t_start = time.perf_counter() - seconds
         while step < args.steps:
             idx = torch.randint(len(train_u8), (args.batch_size,))
             x = train_u8[idx].float() / 255
-            loss = -laplace_log_likelihood(x, decoder(train_cond[idx]), args.scale).mean()
+            loss = -pixel_log_likelihood(x, decoder(train_cond[idx]), args, log_scale).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -188,7 +212,10 @@ def main(argv=None) -> int:
                 train_acc, _ = judge(
                     decoder, classifier, train_cond[seen], {k: v[seen] for k, v in train_lat.items()}
                 )
-                row = {"width": width, "res_blocks": args.res_blocks, "step": step, "parameters": n_params, "seconds": round(elapsed, 1),
+                row = {"variant": variant, "decoder": args.decoder, "likelihood": args.likelihood,
+                       "foreground_weight": args.foreground_weight, "seed": args.seed,
+                       "learned_scale": [round(float(b), 4) for b in log_scale.detach().exp().flatten()],
+                       "width": width, "res_blocks": args.res_blocks, "step": step, "parameters": n_params, "seconds": round(elapsed, 1),
                        "seconds_per_step": round(elapsed / step, 4), "test_nll": None, "accuracy": acc,
                        "train_accuracy": train_acc}  # fmt: skip
                 with torch.no_grad():
@@ -206,7 +233,7 @@ def main(argv=None) -> int:
                       f"test NLL {row['test_nll']}", flush=True)  # fmt: skip
                 state = {"decoder": decoder.state_dict(), "optimizer": opt.state_dict(), "step": step,
                          "seconds": elapsed, "rows": json.dumps(done_rows), "rng": torch.get_rng_state(),
-                         "schedule": json.dumps(sched.state_dict())}  # fmt: skip
+                         "schedule": json.dumps(sched.state_dict()), "log_scale": log_scale.detach()}  # fmt: skip
                 torch.save(state, state_path)
                 last_drawn = drawn
                 write_result(out, args, argv, rows, fixed)
@@ -217,6 +244,39 @@ def main(argv=None) -> int:
     plot(result, last_drawn, test_u8, out.with_suffix(".png"))
     print(f"[ceiling] wrote {out} and {out.with_suffix('.png')}")
     return 0
+
+
+LIKELIHOODS = ("fixed", "learned", "optimal")
+
+
+def variant_name(args, width: int) -> str:
+    """The name of one trained decoder (its resume file and its rows)."""
+    name = f"width{width}" + (f"_res{args.res_blocks}" if args.res_blocks else "")
+    if args.decoder != "deconv":
+        name = f"{args.decoder}{width}x{args.broadcast_layers}" + (
+            f"_k{args.broadcast_kernel}" if args.broadcast_kernel != 3 else ""
+        )
+    if args.likelihood != "fixed":
+        name += f"_{args.likelihood}"
+    if args.foreground_weight:
+        name += f"_fg{args.foreground_weight:g}"
+    if args.seed:
+        name += f"_seed{args.seed}"
+    return name
+
+
+def pixel_log_likelihood(x: torch.Tensor, loc: torch.Tensor, args, log_scale: torch.Tensor) -> torch.Tensor:
+    """Per-image Laplace log-likelihood under ``args.likelihood`` and ``args.foreground_weight``."""
+    if args.likelihood == "fixed":
+        scale = torch.as_tensor(args.scale)
+    elif args.likelihood == "learned":
+        scale = log_scale.exp()
+    else:  # the maximum-likelihood Laplace scale of each image and channel
+        scale = optimal_laplace_scale(x, loc)
+    logp = -(x - loc).abs() / scale - torch.log(2 * scale)
+    if args.foreground_weight:
+        logp = logp * (1 + args.foreground_weight * foreground_mask(x))
+    return logp.flatten(1).sum(-1)
 
 
 def write_result(out: Path, args, argv, rows: list[dict], fixed: dict) -> dict:
@@ -242,14 +302,14 @@ def plot(result: dict, drawn: torch.Tensor, real: torch.Tensor, path: Path) -> N
 
     fig = plt.figure(figsize=(12, 4.2))
     ax = fig.add_axes([0.05, 0.14, 0.3, 0.74])
-    widths = sorted({r["width"] for r in result["rows"]})
-    for width in widths:
-        rows = [r for r in result["rows"] if r["width"] == width]
+    variants = list(dict.fromkeys(r.get("variant", f"width{r['width']}") for r in result["rows"]))
+    for variant in variants:
+        rows = [r for r in result["rows"] if r.get("variant", f"width{r['width']}") == variant]
         for key, factor, style in (("accuracy", "object_shape", "-o"), ("train_accuracy", "object_shape", "--o"),
                                    ("accuracy", "object_xpos", ":s")):  # fmt: skip
             where = "test" if key == "accuracy" else "train"
             ax.plot([r["step"] for r in rows], [r[key][factor] for r in rows], style,
-                    label=f"{factor.split('_')[1]} ({where}), width {width}")  # fmt: skip
+                    label=f"{factor.split('_')[1]} ({where}), {variant}")  # fmt: skip
     for factor, ls in (("object_shape", "-"),):
         ax.axhline(result["classifier_real_test_accuracy"][factor], color="k", ls=ls, lw=0.8,
                    label="shape, real images")  # fmt: skip
@@ -267,7 +327,7 @@ def plot(result: dict, drawn: torch.Tensor, real: torch.Tensor, path: Path) -> N
             a.set_xticks([])
             a.set_yticks([])
             if i == 0:
-                a.set_ylabel("real" if row == 0 else f"drawn (w {widths[-1]})", fontsize=8)
+                a.set_ylabel("real" if row == 0 else f"drawn ({variants[-1]})", fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -145,6 +145,76 @@ class ImageDecoder(nn.Module):
         return torch.sigmoid(self.deconv(h))
 
 
+class SpatialBroadcastDecoder(nn.Module):
+    """(c, m) -> location of p(x_img | c, m) in [0, 1] by spatial broadcast (Watters et al.
+    2019, arXiv 1901.07017): the latent is tiled over the ``resolution x resolution`` grid next
+    to two coordinate channels (x, y in [-1, 1]) and decoded by stride-1 convolutions, so every
+    pixel sees the latent and where it is. Built for objects at positions: a silhouette becomes
+    a function of (pixel - object position), which a few layers can draw, where a transposed-conv
+    stack has to place it by upsampling.
+
+    The first layer is the 1x1 convolution of the broadcast input, computed without tiling:
+    ``Linear(latent) + Linear(coordinates)`` (the same function, ``latent_size / 2`` times
+    cheaper at 64x64 than convolving the tiled map). Then ``layers - 1`` convolutions of
+    ``kernel_size`` at ``channels`` with SiLU, and a 1x1 convolution to RGB.
+    """
+
+    def __init__(
+        self,
+        latent_size: int,
+        resolution: int = 64,
+        channels: int = 16,
+        layers: int = 4,
+        kernel_size: int = 3,
+    ):
+        super().__init__()
+        if layers < 1:
+            raise ValueError(f"a broadcast decoder needs at least one layer, got {layers}")
+        if kernel_size % 2 != 1:
+            raise ValueError(f"broadcast decoder kernel_size must be odd, got {kernel_size}")
+        self.resolution = resolution
+        axis = torch.linspace(-1.0, 1.0, resolution)
+        ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+        self.register_buffer("coords", torch.stack([xs, ys], -1), persistent=False)  # (H, W, 2)
+        self.from_latent = nn.Linear(latent_size, channels)
+        self.from_coords = nn.Linear(2, channels, bias=False)
+        body: list[nn.Module] = [nn.SiLU()]
+        for _ in range(layers - 1):
+            body += [nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2), nn.SiLU()]
+        body.append(nn.Conv2d(channels, 3, 1))
+        self.body = nn.Sequential(*body)
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        h = self.from_latent(latent)[:, :, None, None] + self.from_coords(self.coords).permute(2, 0, 1)
+        return torch.sigmoid(self.body(h))
+
+
+IMAGE_DECODERS = ("deconv", "broadcast")
+
+
+def image_decoder(
+    kind: str,
+    latent_size: int,
+    resolution: int = 64,
+    base_channels: int = 16,
+    res_blocks: int = 0,
+    broadcast_layers: int = 4,
+    broadcast_kernel: int = 3,
+) -> nn.Module:
+    """The image decoder family ``kind``: ``deconv`` (:class:`ImageDecoder`, ``base_channels`` at
+    full resolution) or ``broadcast`` (:class:`SpatialBroadcastDecoder`, ``base_channels`` in
+    every layer)."""
+    if kind == "deconv":
+        return ImageDecoder(latent_size, resolution, base_channels, res_blocks=res_blocks)
+    if kind == "broadcast":
+        if res_blocks:
+            raise ValueError("res_blocks applies to the deconv decoder only")
+        return SpatialBroadcastDecoder(
+            latent_size, resolution, base_channels, broadcast_layers, broadcast_kernel
+        )
+    raise ValueError(f"image decoder must be one of {', '.join(IMAGE_DECODERS)}, got {kind!r}")
+
+
 class TextDecoder(nn.Module):
     """(c, m) -> logits (B, max_length, vocab_size) of a categorical per token position."""
 
