@@ -53,9 +53,10 @@ import torch
 from mmcl.checkpoint import load_checkpoint
 from mmcl.dmvae.classifier import load_classifier
 from mmcl.dmvae.data import DMVAEDataModule
-from mmcl.dmvae.losses import foreground_mask, laplace_log_likelihood, optimal_laplace_scale
+from mmcl.dmvae.losses import image_log_likelihood, laplace_log_likelihood
 from mmcl.dmvae.networks import IMAGE_DECODERS, image_decoder
 from mmcl.dmvae.stage1 import lr_lambda
+from mmcl.machine import cpu_summary
 from mmcl.probing.probes import chance_level
 
 REPO = Path(__file__).resolve().parents[1]
@@ -266,17 +267,12 @@ def variant_name(args, width: int) -> str:
 
 
 def pixel_log_likelihood(x: torch.Tensor, loc: torch.Tensor, args, log_scale: torch.Tensor) -> torch.Tensor:
-    """Per-image Laplace log-likelihood under ``args.likelihood`` and ``args.foreground_weight``."""
-    if args.likelihood == "fixed":
-        scale = torch.as_tensor(args.scale)
-    elif args.likelihood == "learned":
-        scale = log_scale.exp()
-    else:  # the maximum-likelihood Laplace scale of each image and channel
-        scale = optimal_laplace_scale(x, loc)
-    logp = -(x - loc).abs() / scale - torch.log(2 * scale)
-    if args.foreground_weight:
-        logp = logp * (1 + args.foreground_weight * foreground_mask(x))
-    return logp.flatten(1).sum(-1)
+    """Per-image Laplace log-likelihood under ``args.likelihood`` and ``args.foreground_weight``
+    (stage 2's objective with the same options: :func:`mmcl.dmvae.losses.image_log_likelihood`)."""
+    scale = log_scale.exp() if args.likelihood == "learned" else args.scale
+    return image_log_likelihood(
+        x, loc, "laplace", scale, args.likelihood == "optimal", args.foreground_weight
+    )
 
 
 def write_result(out: Path, args, argv, rows: list[dict], fixed: dict) -> dict:
@@ -287,7 +283,11 @@ def write_result(out: Path, args, argv, rows: list[dict], fixed: dict) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
         **fixed,
         "rows": rows,
-        "machine": {"processor": platform.processor() or platform.machine(), "threads": args.threads},
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpu": cpu_summary(),
+            "threads": args.threads,
+        },
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

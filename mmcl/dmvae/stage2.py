@@ -77,6 +77,7 @@ from mmcl.dmvae.losses import (
     categorical_log_likelihood,
     discriminator_bce,
     elbo,
+    image_log_likelihood,
     kl_standard_normal,
     mutual_information_estimate,
     normalised_hsic,
@@ -143,10 +144,15 @@ def data_log_likelihood(
     output: torch.Tensor,
     image_likelihood: str,
     image_scale: torch.Tensor,
+    optimal_scale: bool = False,
+    foreground_weight: float = 0.0,
 ) -> torch.Tensor:
-    """log p(x | latent) per example of a decoder's ``output`` (image location or text logits)."""
+    """log p(x | latent) per example of a decoder's ``output`` (image location or text logits);
+    ``optimal_scale`` and ``foreground_weight`` as in :func:`mmcl.dmvae.losses.image_log_likelihood`."""
     if modality == "image":
-        return IMAGE_LIKELIHOODS[image_likelihood](target, output, image_scale)
+        return image_log_likelihood(
+            target, output, image_likelihood, image_scale, optimal_scale, foreground_weight
+        )
     if isinstance(decoder, AutoregressiveTextDecoder):
         # the tokens after <bos> up to and including <eos>; the padding after it is implied
         later = target[:, 1:]
@@ -180,6 +186,12 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         image_likelihood: 'laplace' or 'gaussian' on pixel intensities in [0, 1].
         image_scale: scale of the image likelihood (Laplace b or Gaussian sigma).
         learn_image_scale: learn one global log-scale with the VAE instead.
+        optimal_image_scale: use each image's and channel's maximum-likelihood scale instead
+            (the sigma-VAE's optimal sigma; :func:`mmcl.dmvae.losses.optimal_image_scale`).
+        foreground_weight: W > 0 weighs the log-likelihood of the pixels that stand out from the
+            image's border (:func:`mmcl.dmvae.losses.foreground_mask`) by 1 + W. With either of
+            these two the image "log-likelihood" (and the ELBO eval reports) is the training
+            objective, not a normalised density; docs/dmvae (issue 29) has what they buy.
         image_backbone, image_hidden_size, image_base_channels: the q(m_img | x_img) encoder.
         decoder_base_channels: channels of the last transposed convolution (doubled towards
             the input, at most 256).
@@ -211,6 +223,8 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         image_likelihood: Literal["laplace", "gaussian"] = "laplace",
         image_scale: float = 0.1,
         learn_image_scale: bool = False,
+        optimal_image_scale: bool = False,
+        foreground_weight: float = 0.0,
         image_backbone: ImageBackbone = "convnet",
         image_hidden_size: int = 256,
         image_base_channels: int = 32,
@@ -263,6 +277,18 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             )
         if not image_scale > 0:
             raise ValueError(f"stage2.model.image_scale must be > 0, got {image_scale}")
+        if optimal_image_scale and learn_image_scale:
+            raise ValueError(
+                "stage2.model.optimal_image_scale and learn_image_scale exclude each other: set one"
+            )
+        if (
+            isinstance(foreground_weight, bool)
+            or not isinstance(foreground_weight, int | float)
+            or not foreground_weight >= 0
+        ):
+            raise ValueError(
+                f"stage2.model.foreground_weight must be a number >= 0, got {foreground_weight!r}"
+            )
         if delta_scale not in ("per_dimension", "none"):
             raise ValueError(f"stage2.model.delta_scale must be per_dimension|none, got {delta_scale!r}")
         if not isinstance(reference_dimensions, int) or reference_dimensions < 1:
@@ -443,8 +469,10 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
 
     def log_likelihood(self, modality: str, target: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         return data_log_likelihood(
-            self.decoders[modality], modality, target, output, self.hparams.image_likelihood, self.image_scale
-        )
+            self.decoders[modality], modality, target, output, self.hparams.image_likelihood, self.image_scale,
+            # checkpoints from before issue 29 lack both: the fixed-scale, unweighted likelihood
+            self.hparams.get("optimal_image_scale", False), self.hparams.get("foreground_weight", 0.0),
+        )  # fmt: skip
 
     def mutual_information(
         self, modality: str, content: torch.Tensor, specific: torch.Tensor
