@@ -26,8 +26,10 @@ from mmcl.dmvae.data import MODALITIES
 from mmcl.dmvae.losses import mopoe_infonce, poe, sample_gaussian, sample_subsets
 from mmcl.dmvae.networks import ImageBackbone, gaussian_image_encoder, gaussian_text_encoder
 from mmcl.encoders import Posterior, check_encoding_size
-from mmcl.losses import similarity_matrix
+from mmcl.losses import infonce_symmetric, similarity_matrix
 from mmcl.train.module import OPTIMIZERS
+
+OBJECTIVES = ("mopoe", "mopoe_pairwise")
 
 
 def lr_lambda(warmup_steps: int, schedule: str, total_steps: int | None):
@@ -101,6 +103,13 @@ class ContentModule(ResumableRNG, pl.LightningModule):
         similarity: 'cosine' or 'euclidean' (negative squared distance).
         tau: temperature of Eq. 9.3.
         prior_expert: include N(0, I) as an extra expert in every product (off in the thesis).
+        objective: 'mopoe' (Eq. 9.3, the thesis) or 'mopoe_pairwise': Eq. 9.3 plus the symmetric
+            InfoNCE between the two unimodal experts' draws (what ``mmcl fit`` trains). When one
+            expert is much more precise (here text: log-variance ~ -13 against ~ -9), the full-set
+            PoE is nearly that expert, so for A = {text} and A = {both} the positive of Eq. 9.3 is
+            nearly c_A itself and only the A = {image} third of the batch pulls the image expert
+            towards the text; the pairwise term contrasts the experts directly. Measured on the
+            demo's data in 1 200 steps (docs/dmvae/README.md, issue 28).
         optimizer: 'adam' (weight decay as L2 in the gradient) or 'adamw' (decoupled), as in
             ``mmcl fit``.
         lr, weight_decay, lr_schedule, warmup_steps: the optimiser and its schedule.
@@ -123,6 +132,7 @@ class ContentModule(ResumableRNG, pl.LightningModule):
         similarity: Literal["cosine", "euclidean"] = "cosine",
         tau: float = 0.1,
         prior_expert: bool = False,
+        objective: Literal["mopoe", "mopoe_pairwise"] = "mopoe",
         optimizer: Literal["adam", "adamw"] = "adam",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -137,6 +147,8 @@ class ContentModule(ResumableRNG, pl.LightningModule):
             raise ValueError(f"stage1.model.similarity must be 'cosine' or 'euclidean', got {similarity!r}")
         if not tau > 0:
             raise ValueError(f"stage1.model.tau must be > 0, got {tau}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"stage1.model.objective must be one of {OBJECTIVES}, got {objective!r}")
         check_schedule(lr, lr_schedule, warmup_steps, "stage1.model")
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"stage1.model.optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
@@ -212,6 +224,14 @@ class ContentModule(ResumableRNG, pl.LightningModule):
                 tau=self.hparams.tau,
                 similarity=self.hparams.similarity,
             )
+            if self.hparams.get("objective", "mopoe") == "mopoe_pairwise":
+                draws = sample_gaussian(experts, generator).float()  # (B, 2, d): one draw per expert
+                loss = loss + infonce_symmetric(
+                    gather_with_grad(draws[:, 0]),
+                    gather_with_grad(draws[:, 1]),
+                    tau=self.hparams.tau,
+                    similarity=self.hparams.similarity,
+                )
         return loss, experts
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
