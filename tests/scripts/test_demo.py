@@ -10,6 +10,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,27 @@ def test_a_slow_stage_gets_one_warning_line_while_it_runs(tmp_path):
     assert "expected 0.0 min" in out and "flags:" in out
     record = json.loads((tmp_path / ".stages" / "slow.json").read_text())
     assert record["cpu"] and record["seconds"] >= 1.5
+
+
+def test_threads_cap_reaches_the_commands_of_stages_run_together(tmp_path):
+    """`--threads 1`: a stage left alone of its pair (the other done before) would get every
+    core; under the cap its command sees one thread, and the stage record says so."""
+    demo = load_demo()
+    run = demo.Demo(tmp_path, 1, {}, max_threads=1)
+    run.expected["probe_threads"] = 1.0
+    (tmp_path / ".stages").mkdir()
+    (tmp_path / ".stages" / "other.json").write_text(json.dumps({"commands": [], "seconds": 1.0}))
+    show = [sys.executable, "-c", "import os; print('threads', os.environ.get('OMP_NUM_THREADS'))"]
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        run.stages_together({"probe_threads": lambda: [show], "other": lambda: []})
+    assert "threads 1" in buf.getvalue()
+    assert json.loads((tmp_path / ".stages" / "probe_threads.json").read_text())["threads"] == 1
+    uncapped = demo.Demo(tmp_path / "b", 1, {})
+    uncapped.expected["probe_threads"] = 1.0
+    (tmp_path / "b" / ".stages").mkdir(parents=True)
+    (tmp_path / "b" / ".stages" / "other.json").write_text(json.dumps({"commands": [], "seconds": 1.0}))
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        uncapped.stages_together({"probe_threads": lambda: [show], "other": lambda: []})
+    assert f"threads {os.cpu_count()}" in buf.getvalue()
