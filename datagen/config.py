@@ -25,15 +25,13 @@ from typing import Any
 
 import yaml
 
+from datagen.design import build_design
+from datagen.errors import ConfigError
 from datagen.factors import COLOUR_MODES, HUE_MODES
 from datagen.meshes import DEFAULT_SHAPES
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DESIGN_KEYS: tuple[str, ...] = ("factors", "describe", "edges", "templates")
-
-
-class ConfigError(ValueError):
-    """A configuration value or file is invalid; the message names the key."""
 
 
 @dataclass(frozen=True)
@@ -127,8 +125,6 @@ class DatasetConfig:
     def design(self):
         """The factor design (datagen.design), built once per config: the sampler, renderer and
         validator ask for it for every sample."""
-        from datagen.design import build_design
-
         return build_design(self)
 
     @property

@@ -38,7 +38,7 @@ import math
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from datagen.config import ConfigError
+from datagen.errors import ConfigError
 from datagen.factors import (
     DESCRIBED_ROLES,
     FACTORS,

@@ -13,25 +13,20 @@ from pathlib import Path
 
 from datagen import io
 from datagen.config import config_from_json
+from datagen.errors import DatasetError
+from datagen.meshes import load_library
+from datagen.stages import ShardTask, ShardWorker, shape_words, threads_per_worker
 
 
 class _RayShardWorker:
+    """A Ray actor around one :class:`~datagen.stages.ShardWorker`; progress ticks go to a queue."""
+
     def __init__(self, config_json: dict, meshes: list, words: tuple, device: str, threads: int, ticks):
-        from datagen.render import SceneRenderer
-
-        self.config = config_from_json(config_json)
-        self.words = words
+        self.worker = ShardWorker(config_from_json(config_json), meshes, words, device, threads)
         self.ticks = ticks
-        self.renderer = SceneRenderer(self.config.render, meshes, device, threads)
 
-    def render_shard(self, split: str, start: int, stop: int) -> bytes:
-        from datagen.pipeline import rendered
-        from datagen.sampling import samples
-
-        stream = samples(self.config, split, range(start, stop), self.words)
-        return io.shard_bytes(
-            rendered(stream, self.renderer, self.config, on_image=lambda: self.ticks.put(1))
-        )
+    def render_shard(self, task: ShardTask) -> bytes:
+        return self.worker.shard_bytes(task, on_image=lambda: self.ticks.put(1))
 
 
 def run_ray(config, root: Path, todo, workers: int, device: str, mesh_root: Path, ray_address, bar) -> None:
@@ -39,11 +34,7 @@ def run_ray(config, root: Path, todo, workers: int, device: str, mesh_root: Path
         import ray
         from ray.util.queue import Empty, Queue
     except ImportError:
-        raise io.DatasetError(
-            "--backend ray needs Ray: pip install 'mmcl3d[ray]' (or ray[default])"
-        ) from None
-    from datagen.meshes import load_library
-    from datagen.pipeline import shape_words, threads_per_worker
+        raise DatasetError("--backend ray needs Ray: pip install 'mmcl3d[ray]' (or ray[default])") from None
 
     library = load_library(mesh_root)
     meshes = [library.mesh(s) for s in config.shapes]
@@ -70,7 +61,7 @@ def run_ray(config, root: Path, todo, workers: int, device: str, mesh_root: Path
         for actor in actors:
             if queue:
                 task = queue.pop(0)
-                running[actor.render_shard.remote(task.split, task.start, task.stop)] = (actor, task)
+                running[actor.render_shard.remote(task)] = (actor, task)
         while running:
             done, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
             _drain(ticks, bar, Empty)
@@ -81,7 +72,7 @@ def run_ray(config, root: Path, todo, workers: int, device: str, mesh_root: Path
                 io.atomic_write_bytes(Path(root) / task.relpath, data)
                 if queue:
                     nxt = queue.pop(0)
-                    running[actor.render_shard.remote(nxt.split, nxt.start, nxt.stop)] = (actor, nxt)
+                    running[actor.render_shard.remote(nxt)] = (actor, nxt)
         _drain(ticks, bar, Empty)
     finally:
         if started_here:

@@ -23,13 +23,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from datagen.errors import DatasetError  # noqa: F401  (raised here; re-exported as io.DatasetError)
+
 MANIFEST = "manifest.json"
 FORMAT = "mmcl3d-shards/1"
 PNG_COMPRESS_LEVEL = 6
-
-
-class DatasetError(RuntimeError):
-    """A dataset file is missing, unreadable or inconsistent; the message names it."""
 
 
 # ----------------------------------------------------------------------------- atomic files

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datagen.io import atomic_write_bytes
+
 MAX_EXTENT = 2.0  # every mesh fits a [-1, 1] cube before the renderer's 1.5 scale
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".blend")
 
@@ -262,12 +264,6 @@ def load_library(root: Path | None = None) -> MeshLibrary:
     return MeshLibrary(root, entries)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def add_to_library(
     name: str, mesh: Mesh, source: str, root: Path | None = None, word: str | None = None
 ) -> dict:
@@ -285,7 +281,7 @@ def add_to_library(
 
     buf = io.BytesIO()
     np.savez(buf, vertices=mesh.vertices, triangles=mesh.triangles)
-    _atomic_write_bytes(root / f"{name}.npz", buf.getvalue())
+    atomic_write_bytes(root / f"{name}.npz", buf.getvalue())
     lib = load_library(root)
     entry = {
         "file": f"{name}.npz",
@@ -297,7 +293,7 @@ def add_to_library(
         "n_triangles": int(len(mesh.triangles)),
     }
     entries = dict(lib.entries, **{name: entry})
-    _atomic_write_bytes(
+    atomic_write_bytes(
         root / "library.json", json.dumps({"meshes": entries}, indent=2, sort_keys=True).encode()
     )
     return entry

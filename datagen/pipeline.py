@@ -14,46 +14,31 @@ what is missing. A config that differs from the manifest's is refused unless ``o
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing as mp
-import os
 import platform
 import queue as queue_mod
 import shutil
 import sys
-from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from datagen import __version__, io
 from datagen.config import DatasetConfig, config_from_json
 from datagen.design import Design, design_of
+from datagen.errors import GenerateError
 from datagen.factors import POSITION_WORDS
 from datagen.meshes import MeshLibrary, load_library
 from datagen.progress import Progress
-from datagen.sampling import Sample, samples
+from datagen.stages import (  # noqa: F401  (ShardTask, ShardWorker, sample_json: re-exported)
+    ShardTask,
+    ShardWorker,
+    sample_json,
+    shape_words,
+    silence_blender,
+    stdout_to_devnull,
+    threads_per_worker,
+)
 from datagen.text import PALETTE_NAMES, all_colour_names, palette_digest, tokenizer_spec
-
-
-class GenerateError(RuntimeError):
-    pass
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    split: str
-    number: int
-    start: int
-    stop: int
-
-    @property
-    def relpath(self) -> str:
-        return f"{self.split}/{io.shard_name(self.number)}"
-
-    @property
-    def count(self) -> int:
-        return self.stop - self.start
 
 
 def plan_shards(config: DatasetConfig) -> list[ShardTask]:
@@ -84,11 +69,6 @@ def parse_shard_range(text: str, n_tasks: int) -> slice:
 
 
 # ----------------------------------------------------------------------------- manifest
-def shape_words(config: DatasetConfig, library: MeshLibrary) -> tuple[str, ...]:
-    library.check(config.shapes)
-    return tuple(library.entries[s]["word"] for s in config.shapes)
-
-
 def factor_table(design: Design, n_shapes: int) -> list[dict]:
     """The dataset's factor table as the manifest carries it, with its class counts and, for a
     non-uniform marginal, its distribution."""
@@ -238,63 +218,6 @@ def finalize(root: Path) -> dict:
     return manifest
 
 
-# ----------------------------------------------------------------------------- stages
-def sample_json(s: Sample, config: DatasetConfig) -> dict:
-    r = config.render
-    out = {
-        "index": s.index,
-        "split": s.split,
-        "key": s.key,
-        "seed": config.seed,
-        "image": s.image,
-        "text": s.text,
-        "palette": s.palette,
-        "shape_word": s.shape_word,
-        "render_seed": s.render_seed,
-        "render": {
-            "engine": "CYCLES",
-            "preset": config.preset,
-            "resolution": r.resolution,
-            "samples": r.samples,
-            "denoise": r.denoise,
-            "hue_mode": config.hue_mode,
-        },
-    }
-    design = design_of(config)
-    if design.toolbox:  # render-space values beside the latents (default datasets: scene_parameters)
-        out["scene"] = dataclasses.asdict(design.scene(s.image))
-    return out
-
-
-def rendered(stream: Iterable[Sample], renderer, config: DatasetConfig, on_image=None) -> Iterator[dict]:
-    """Render stage: samples in, shard records out."""
-    design = design_of(config)
-    for s in stream:
-        image = renderer.render(design.scene(s.image), s.render_seed)
-        if on_image is not None:
-            on_image()
-        yield {"key": s.key, "png": io.encode_png(image), "txt": s.sentence, "json": sample_json(s, config)}
-
-
-class ShardWorker:
-    """Holds one Blender scene and renders whole shards with it."""
-
-    def __init__(self, config: DatasetConfig, library: MeshLibrary, device: str = "cpu", threads: int = 0):
-        from datagen.render import SceneRenderer
-
-        self.config = config
-        self.words = shape_words(config, library)
-        self.renderer = SceneRenderer(
-            config.render, [library.mesh(s) for s in config.shapes], device, threads
-        )
-
-    def run(self, root: Path, task: ShardTask, on_image=None) -> dict:
-        stream = samples(self.config, task.split, range(task.start, task.stop), self.words)
-        path = Path(root) / task.relpath
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return io.write_shard(path, rendered(stream, self.renderer, self.config, on_image))
-
-
 # Worker-process state for the local backend (one scene per process).
 _WORKER: ShardWorker | None = None
 _INIT_ERROR: BaseException | None = None
@@ -304,9 +227,11 @@ _QUEUE = None
 def _init_worker(config_json: dict, mesh_root: str, device: str, threads: int, queue) -> None:
     global _WORKER, _QUEUE, _INIT_ERROR
     _QUEUE = queue
-    _silence_blender()
+    silence_blender()
     try:
-        _WORKER = ShardWorker(config_from_json(config_json), load_library(Path(mesh_root)), device, threads)
+        _WORKER = ShardWorker.from_library(
+            config_from_json(config_json), load_library(Path(mesh_root)), device, threads
+        )
     except BaseException as exc:  # reported by the first task, with its message intact
         _INIT_ERROR = exc
 
@@ -316,17 +241,6 @@ def _run_in_worker(root: str, task: ShardTask) -> tuple[ShardTask, dict]:
         raise _INIT_ERROR
     assert _WORKER is not None
     return task, _WORKER.run(Path(root), task, on_image=lambda: _QUEUE.put(1))
-
-
-def _silence_blender() -> None:
-    """Blender prints a line per render to stdout; keep our progress readable."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.close(devnull)
-
-
-def threads_per_worker(workers: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
 
 
 def generate(
@@ -397,8 +311,8 @@ def generate(
 
 def _run_local(config, root, todo, workers, device, mesh_root, bar) -> None:
     if workers == 1:
-        worker = ShardWorker(config, load_library(mesh_root), device, threads_per_worker(1))
-        with _stdout_to_devnull():
+        worker = ShardWorker.from_library(config, load_library(mesh_root), device, threads_per_worker(1))
+        with stdout_to_devnull():
             for task in todo:
                 worker.run(root, task, on_image=lambda: bar.update(1))
         return
@@ -419,17 +333,3 @@ def _run_local(config, root, todo, workers, device, mesh_root, bar) -> None:
                     raise p.exception()
         while not queue.empty():
             bar.update(queue.get())
-
-
-class _stdout_to_devnull:
-    """Blender's per-frame chatter goes to fd 1; progress goes to stderr."""
-
-    def __enter__(self):
-        sys.stdout.flush()
-        self._saved = os.dup(1)
-        _silence_blender()
-
-    def __exit__(self, *exc):
-        sys.stdout.flush()
-        os.dup2(self._saved, 1)
-        os.close(self._saved)

@@ -47,3 +47,21 @@ def load_checkpoint(
     if not isinstance(blob, dict):
         raise error(f"{path}: not a {what} (holds a {type(blob).__name__}, expected a dict)")
     return blob
+
+
+def rebuild_module(
+    cls: type[torch.nn.Module],
+    hparams: dict,
+    state_dict: dict,
+    path: str | Path,
+    what: str,
+    error: type[Exception] = CheckpointError,
+) -> torch.nn.Module:
+    """``cls(**hparams)`` with ``state_dict`` loaded, in eval mode; a mismatch (an argument the
+    class no longer takes, a missing or misshapen weight) is one sentence naming ``path``."""
+    try:
+        module = cls(**hparams)
+        module.load_state_dict(state_dict)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise error(f"{path}: cannot rebuild the {what} ({exc})") from None
+    return module.eval()

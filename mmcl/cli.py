@@ -26,10 +26,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def usage() -> str:
-    lines = ["usage: mmcl COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:10s} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`mmcl COMMAND --help` shows a command's options."]
+def usage(prog: str = "mmcl", commands: dict[str, tuple[str, str]] = COMMANDS) -> str:
+    lines = [f"usage: {prog} COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:10s} {help_}" for name, (_, help_) in commands.items()]
+    lines += ["", f"`{prog} COMMAND --help` shows a command's options."]
     return "\n".join(lines)
 
 
@@ -66,20 +66,38 @@ def user_error(command: str, exc: BaseException) -> int:
     return 2
 
 
-def main(argv: list[str] | None = None) -> int:
+def renamed_flags(argv: list[str], renamed: dict[str, str], prog: str) -> list[str]:
+    """``argv`` with each old flag spelling (``renamed``'s keys, also as ``--old=value``) replaced
+    by the current one; prints one deprecation line per old spelling used."""
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        if flag in renamed:
+            print(f"{prog}: {flag} is deprecated, use {renamed[flag]}", file=sys.stderr)
+            arg = renamed[flag] + eq + value
+        out.append(arg)
+    return out
+
+
+def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
+    """Run ``commands[argv[0]]``'s module ``main(argv[1:])``; user errors become one sentence."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
+        print(usage(prog, commands))
         return 0
     name, rest = argv[0], argv[1:]
-    if name not in COMMANDS:
-        print(f"mmcl: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
+    if name not in commands:
+        print(f"{prog}: unknown command {name!r}\n\n{usage(prog, commands)}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    module = importlib.import_module(commands[name][0])
     try:
         return int(module.main(rest) or 0)
     except USER_ERRORS as exc:
-        return user_error(f"mmcl {name}", exc)
+        return user_error(f"{prog} {name}", exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return dispatch("mmcl", COMMANDS, argv)
 
 
 if __name__ == "__main__":

@@ -24,9 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mmcl.checkpoint import load_checkpoint
+from mmcl.checkpoint import load_checkpoint, rebuild_module
 from mmcl.cli import user_error
-from mmcl.data import DataError, Manifest, MultimodalDataModule, normalize_images
+from mmcl.data import MultimodalDataModule, normalize_images
+from mmcl.io import atomic_write_text, save_npz
+from mmcl.manifest import DataError, Manifest
 from mmcl.tokenizer import TokenizerError
 from mmcl.train.module import ContrastiveModule
 
@@ -46,12 +48,10 @@ def load_module(ckpt_path: str | Path, map_location: str = "cpu") -> tuple[Contr
     accepted = inspect.signature(ContrastiveModule.__init__).parameters
     hparams = {k: v for k, v in ckpt["hyper_parameters"].items() if k in accepted}
     hparams["compile"] = False  # compiled or not, the weights are the same
-    try:
-        module = ContrastiveModule(**hparams)
-        module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise EmbedError(f"{path}: cannot rebuild the contrastive model ({exc})") from None
-    return module.eval(), ckpt
+    module = rebuild_module(
+        ContrastiveModule, hparams, ckpt["state_dict"], path, "contrastive model", EmbedError
+    )
+    return module, ckpt
 
 
 def factor_table(manifest: Manifest) -> tuple[dict[str, dict], dict[str, list[str]]]:
@@ -136,9 +136,7 @@ def embed(
     factors, per_rep = factor_table(data.manifest)
     for split in splits:
         arrays = embed_split(module, data, split, dev, num_workers)
-        tmp = out / f".embeddings_{split}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(out / f"embeddings_{split}.npz")
+        save_npz(out / f"embeddings_{split}.npz", **arrays)
     hp = {k: v for k, v in ckpt["hyper_parameters"].items() if k not in ("vocabulary", "_instantiator")}
     meta = {
         "representations": {rep: {"factors": per_rep[rep]} for rep in REPRESENTATIONS},
@@ -156,7 +154,7 @@ def embed(
             "splits": list(splits),
         },
     }
-    (out / "embeddings.json").write_text(json.dumps(meta, indent=2, default=str) + "\n")
+    atomic_write_text(out / "embeddings.json", json.dumps(meta, indent=2, default=str) + "\n")
     return meta
 
 

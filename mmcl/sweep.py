@@ -53,6 +53,7 @@ import numpy as np
 import yaml
 
 from mmcl.cli import user_error
+from mmcl.io import write_json
 
 KINDS = ("simulation", "multimodal3dident")
 NONLINEAR = {"continuous": "kernel_ridge", "discrete": "mlp"}
@@ -549,8 +550,6 @@ def run_points(cfg: SweepConfig, out: Path, chosen: range, log=print) -> None:
         if path.exists():
             continue
         recs, loss, seconds = run(cfg, k, seed, out, log)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         point = {
             "encoding_size": k,
             "seed": seed,
@@ -559,8 +558,7 @@ def run_points(cfg: SweepConfig, out: Path, chosen: range, log=print) -> None:
             "seconds": seconds,
             "records": recs,
         }
-        tmp.write_text(json.dumps(point) + "\n")
-        os.replace(tmp, path)
+        write_json(path, point, indent=None)
         log(
             f"[sweep] point {i} (encoding size {k} seed {seed}): val loss {loss:.4f} "
             f"({time.perf_counter() - t0:.0f}s)"

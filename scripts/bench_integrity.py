@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from mmcl import png
-from mmcl.data import iter_shard, load_manifest
+from mmcl.data import iter_shard
+from mmcl.manifest import load_manifest
 from mmcl.paths import relative_inside
 from mmcl.png import _TV_DECODE, check_png
 

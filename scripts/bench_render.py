@@ -35,10 +35,11 @@ import numpy as np
 from datagen.config import PRESETS, RenderSettings, make_config
 from datagen.factors import scene_parameters
 from datagen.meshes import load_library
-from datagen.pipeline import ShardWorker, _silence_blender, _stdout_to_devnull, generate
+from datagen.pipeline import generate
 from datagen.quality import psnr, ssim
 from datagen.render import OBJECT_SCALE, SceneRenderer
 from datagen.sampling import sample
+from datagen.stages import ShardWorker, silence_blender, stdout_to_devnull
 from mmcl.machine import cpu_info
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "bench"
@@ -339,7 +340,7 @@ class UpstreamProcedure:
 
 def _upstream_server(conn, meshes) -> None:
     """Child process: Blender driven exactly like the upstream generator, one image per request."""
-    _silence_blender()
+    silence_blender()
     with tempfile.TemporaryDirectory() as tmp:
         up = UpstreamProcedure(PRESETS["reference"], meshes, Path(tmp))
         while True:
@@ -522,7 +523,7 @@ def rss_mib() -> float:
 
 def run_memory(n: int) -> dict:
     cfg = make_config({"preset": "draft", "counts": {"train": n}})
-    worker = ShardWorker(cfg, load_library(), threads=renderer_threads())
+    worker = ShardWorker.from_library(cfg, load_library(), threads=renderer_threads())
     words = worker.words
     trace = []
     for i in range(n):
@@ -555,7 +556,7 @@ def main(argv=None) -> int:
     result["presets"] = {k: dataclasses.asdict(v) for k, v in PRESETS.items()}
     library = load_library()
     meshes = [library.mesh(s) for s in make_config().shapes]
-    with _stdout_to_devnull():
+    with stdout_to_devnull():
         if "frontier" in sections:
             r = SceneRenderer(PRESETS["reference"], meshes, threads=renderer_threads())
             result["frontier"] = run_frontier(args.frontier_latents, r)

@@ -27,7 +27,7 @@ than 0.1 by ``1 + W`` (a diagnostic of where the pixels go). The test NLL in the
 always the fixed-scale Laplace one, so rows of all variants compare.
 
 ``--schedule cosine --warmup 100`` trains with stage 2's learning-rate schedule (linear warm-up,
-cosine decay to 0 at ``--steps``; ``mmcl.dmvae.stage1.lr_lambda``), so that the last point is
+cosine decay to 0 at ``--steps``; ``mmcl.optim.lr_factor``), so that the last point is
 comparable with a stage-2 run of as many steps; the default keeps Adam's rate constant.
 
 Resumable: after each evaluation the decoder, its optimiser (and schedule) and the result rows
@@ -55,8 +55,8 @@ from mmcl.dmvae.classifier import load_classifier
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.losses import image_log_likelihood, laplace_log_likelihood
 from mmcl.dmvae.networks import IMAGE_DECODERS, image_decoder
-from mmcl.dmvae.stage1 import lr_lambda
 from mmcl.machine import cpu_summary
+from mmcl.optim import lr_factor
 from mmcl.probing.probes import chance_level
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         log_scale = torch.nn.Parameter(torch.full((1, 3, 1, 1), math.log(args.scale)))  # --likelihood learned
         params = list(decoder.parameters()) + ([log_scale] if args.likelihood == "learned" else [])
         opt = torch.optim.Adam(params, lr=args.lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.warmup, args.schedule, args.steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(args.warmup, args.schedule, args.steps))
         step, seconds, done_rows = 0, 0.0, []
         if state_path.is_file():
             state = load_checkpoint(state_path, "decoder-ceiling state")

@@ -2,7 +2,7 @@
 
     mmcl dmvae ablate --config configs/dmvae/default.yaml --deltas 0 10 100 400 1600 --out DIR [KEY VALUE ...]
 
-Stage 1 is trained once (``DIR/stage1``, or reused with ``--stage1-checkpoint``); for every
+Stage 1 is trained once (``DIR/stage1``, or reused with ``--stage1_checkpoint``); for every
 delta a stage-2 run ``DIR/delta_<d>`` is fitted on that frozen stage 1 with
 ``stage2.model.delta = d`` for both modalities, or with ``--modality image`` (``text``) a run
 ``DIR/delta_image_<d>`` with delta d for that modality only and the other modality's delta held
@@ -28,11 +28,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mmcl.cli import user_error
-from mmcl.data import DataError
+from mmcl.cli import renamed_flags, user_error
 from mmcl.dmvae.evaluate import CONTENT, evaluate
 from mmcl.dmvae.fit import fit
-from mmcl.dmvae.io import DMVAEError, RunLayout, read_checkpoint, save_figure, write_csv, write_json
+from mmcl.dmvae.io import DMVAEError, RunLayout, read_checkpoint
+from mmcl.io import save_figure, write_csv, write_json
+from mmcl.manifest import DataError
 from mmcl.paths import relative_to_folder
 
 THESIS_DELTAS = (0.0, 10.0, 100.0, 400.0, 1600.0)
@@ -163,7 +164,7 @@ def plot_ablation(rows: list[dict], path: Path, title: str = "") -> None:
     ax.legend(fontsize=7)
     fig.suptitle(title or "DMVAE delta ablation (seed 003 §9.3.2)", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def _metrics_current(eval_dir: Path, layout: RunLayout) -> dict | None:
@@ -277,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="DMVAE YAML (configs/dmvae/*.yaml); not needed with --collect")
     p.add_argument("--deltas", type=float, nargs="+", default=list(THESIS_DELTAS))
     p.add_argument("--out", required=True, help="ablation folder (stage1/, delta_<d>/, ablation.*)")
-    p.add_argument("--stage1-checkpoint", default=None, help="reuse this stage-1 checkpoint")
+    p.add_argument("--stage1_checkpoint", default=None, help="reuse this stage-1 checkpoint")
     p.add_argument("--classifier-epochs", type=int, default=6)
     p.add_argument("--seed", type=int, default=0, help="evaluation seed")
     p.add_argument(
@@ -308,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    # one spelling with `mmcl dmvae fit` and the config key
+    argv = renamed_flags(argv, {"--stage1-checkpoint": "--stage1_checkpoint"}, "mmcl dmvae ablate")
     args, fit_args = build_parser().parse_known_args(argv)
     if args.collect:
         try:

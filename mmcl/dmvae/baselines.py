@@ -20,7 +20,7 @@ mixture models; the losses come back summed over the batch for MMVAE/MMVAE+ and 
 others; MVAE's KL weight is 0 unless the trainer passes ``epoch``; and MoPoE reads the device from
 the first modality, which breaks when that modality is a dict of tokens. The four objectives are
 a few lines each on our PoE (:func:`~mmcl.dmvae.losses.poe`), tested against hand-computed
-values, and they keep our seeding and resume (:class:`~mmcl.dmvae.stage1.ResumableRNG`). Their
+values, and they keep our seeding and resume (:class:`~mmcl.optim.ResumableRNG`). Their
 references: multivae ``models/mvae/mvae_model.py``, ``mmvae/mmvae_model.py``,
 ``mopoe/mopoe_model.py``, ``mmvaePlus/mmvaePlus_model.py``.
 
@@ -72,9 +72,9 @@ from mmcl.dmvae.networks import (
     gaussian_image_encoder,
     gaussian_text_encoder,
 )
-from mmcl.dmvae.stage1 import ResumableRNG, check_schedule, lr_lambda
 from mmcl.dmvae.stage2 import data_log_likelihood, generate_data
 from mmcl.encoders import Posterior, check_encoding_size
+from mmcl.optim import ResumableRNG, check_schedule, scheduled
 from mmcl.tokenizer import BOS, EOS, PAD
 
 OBJECTIVES = ("mvae", "mmvae", "mopoe", "mmvae_plus")
@@ -408,7 +408,4 @@ class BaselineModule(ResumableRNG, pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         opt = torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = self.trainer.max_steps if self.trainer is not None else None
-        total = total if total and total > 0 else None
-        scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(hp.warmup_steps, hp.lr_schedule, total))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return scheduled(opt, self, "baseline.trainer")

@@ -25,9 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcl.checkpoint import load_checkpoint
-from mmcl.data import IMAGE_MEAN, IMAGE_STD, FactorInfo
+from mmcl.data import IMAGE_MEAN, IMAGE_STD
 from mmcl.dmvae.data import add_unit_images
 from mmcl.encoders import ConvImageBackbone
+from mmcl.io import save_torch
+from mmcl.manifest import FactorInfo
 
 
 class FactorClassifier(nn.Module):
@@ -147,11 +149,7 @@ def classifier_accuracy(model: FactorClassifier, data, split: str = "test", devi
 
 
 def save_classifier(model: FactorClassifier, path: str | Path, meta: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"config": model.config, "state_dict": model.state_dict(), "meta": meta}, tmp)
-    tmp.replace(path)
+    save_torch({"config": model.config, "state_dict": model.state_dict(), "meta": meta}, path)
 
 
 def load_classifier(path: str | Path) -> tuple[FactorClassifier, dict]:

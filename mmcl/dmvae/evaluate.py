@@ -50,7 +50,6 @@ import numpy as np
 import torch
 
 from mmcl.cli import user_error
-from mmcl.data import DataError, Manifest
 from mmcl.dmvae.classifier import (
     FactorClassifier,
     classifier_accuracy,
@@ -62,10 +61,12 @@ from mmcl.dmvae.classifier import (
 from mmcl.dmvae.critic import fresh_critic_mi
 from mmcl.dmvae.data import MODALITIES, add_unit_images
 from mmcl.dmvae.grammar import Grammar
-from mmcl.dmvae.io import DMVAEError, save_figure, write_csv, write_json
+from mmcl.dmvae.io import DMVAEError
 from mmcl.dmvae.losses import sample_gaussian
 from mmcl.dmvae.run import LoadedRun, load_run
 from mmcl.dmvae.stage2 import SpecificModule
+from mmcl.io import save_figure, save_npz, write_csv, write_json
+from mmcl.manifest import DataError, Manifest
 from mmcl.paths import relative_to_folder
 
 # m_<i>_logvar: the posterior log-variances of q(m_i | x_i), probed beside the means because a
@@ -145,9 +146,7 @@ def write_embeddings(
     out_dir.mkdir(parents=True, exist_ok=True)
     factors = numeric_factors(manifest)
     for split, arr in arrays.items():
-        tmp = out_dir / f".embeddings_{split}.tmp.npz"
-        np.savez(tmp, **arr)
-        tmp.replace(out_dir / f"embeddings_{split}.npz")
+        save_npz(out_dir / f"embeddings_{split}.npz", **arr)
     meta = {
         "representations": {r: {"factors": list(factors)} for r in representations},
         "factors": factors,
@@ -406,7 +405,7 @@ def plot_probing_matrix(
         ax.set_title(f"{family}: {label}\n(chance in brackets)", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path)
+    save_figure(fig, path, dpi=120, bbox_inches="tight")
 
 
 def leakage(matrix: dict) -> dict[str, dict[str, dict[str, float]]]:

@@ -33,8 +33,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 
+from mmcl.checkpoint import rebuild_module
 from mmcl.cli import user_error
-from mmcl.data import DataError, file_sha256
 from mmcl.dmvae.baselines import BaselineModule
 from mmcl.dmvae.data import DMVAEDataModule, add_unit_images
 from mmcl.dmvae.gmm import ContentPrior, fit_content_prior
@@ -42,7 +42,6 @@ from mmcl.dmvae.io import (
     STAGES,
     DMVAEError,
     RunLayout,
-    atomic_write_text,
     check_vocabulary,
     differences,
     model_hparams,
@@ -52,6 +51,8 @@ from mmcl.dmvae.losses import sample_gaussian
 from mmcl.dmvae.run import load_specific_module
 from mmcl.dmvae.stage1 import ContentModule
 from mmcl.dmvae.stage2 import SpecificModule
+from mmcl.io import atomic_write_text
+from mmcl.manifest import DataError, file_sha256
 from mmcl.precision import fill_precision
 from mmcl.train.callbacks import ProgressBar, RunCheckpoint, RunMetadata, ThroughputMonitor
 
@@ -370,12 +371,7 @@ def load_content_module(path: Path, vocabulary: list[str], encoding_size: int | 
             f"stage-1 checkpoint {path} has encoding_size {hp['encoding_size']} but the config says "
             f"stage1.model.encoding_size {encoding_size}; set it to {hp['encoding_size']} or use a matching checkpoint"
         )
-    try:
-        module = ContentModule(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise DMVAEError(f"{path}: cannot rebuild the stage-1 model ({exc})") from None
-    return module.eval()
+    return rebuild_module(ContentModule, hp, ckpt["state_dict"], path, "stage-1 model", DMVAEError)
 
 
 def run_stage2(cfg, layout: RunLayout, log=print) -> Path:

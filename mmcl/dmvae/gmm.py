@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmcl.io import save_npz
+
 
 @dataclass(frozen=True)
 class ContentPrior:
@@ -56,16 +58,13 @@ class ContentPrior:
         return (amax + np.log(np.exp(a - amax).sum(1, keepdims=True)))[:, 0]
 
     def save(self, path: str | Path, meta: dict | None = None) -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(
-            tmp,
+        save_npz(
+            path,
             weights=self.weights,
             means=self.means,
             covariances=self.covariances,
             meta=np.array(json.dumps(meta or {})),
         )
-        tmp.replace(path)
 
     @staticmethod
     def load(path: str | Path) -> tuple[ContentPrior, dict]:

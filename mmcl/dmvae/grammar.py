@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mmcl.data import DataError, Manifest
+from mmcl.manifest import DataError, Manifest
 from mmcl.tokenizer import BOS, EOS, PAD
 
 SLOTS = {"SHAPE": "shape", "COLOR": "colour", "YPOS": "ypos", "XPOS": "xpos"}

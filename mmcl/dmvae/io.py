@@ -1,4 +1,4 @@
-"""Run layout, checkpoint loading with clear errors, and every file writer of ``mmcl dmvae``.
+"""Run layout and checkpoint loading with clear errors for ``mmcl dmvae`` (writers: ``mmcl.io``).
 
 Run directory (``--out`` of ``mmcl dmvae fit``)::
 
@@ -15,10 +15,6 @@ Run directory (``--out`` of ``mmcl dmvae fit``)::
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,41 +102,3 @@ def _norm(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _norm(x) for k, x in v.items()}
     return v
-
-
-# ----------------------------------------------------------------------------- writers
-def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(Path(path), json.dumps(obj, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return str(o)
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str] | None = None) -> None:
-    fields = fields or list(dict.fromkeys(k for r in rows for k in r))
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: r.get(k, "") for k in fields})
-    atomic_write_text(Path(path), buf.getvalue())
-
-
-def save_figure(fig, path: Path, dpi: int = 120) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)

@@ -9,12 +9,13 @@ import numpy as np
 import torch
 import yaml
 
-from mmcl.data import DataError, file_sha256
+from mmcl.checkpoint import rebuild_module
 from mmcl.dmvae.baselines import BaselineModule
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.gmm import ContentPrior
 from mmcl.dmvae.io import DMVAEError, RunLayout, check_vocabulary, model_hparams, read_checkpoint
 from mmcl.dmvae.stage2 import SpecificModule
+from mmcl.manifest import DataError, file_sha256
 
 
 @dataclass
@@ -45,12 +46,7 @@ def load_specific_module(path: Path, vocabulary: list[str]) -> tuple[SpecificMod
     if "content_hparams" not in hp:
         raise DMVAEError(f"{path}: not a DMVAE stage-2 checkpoint (no content_hparams)")
     check_vocabulary(hp["content_hparams"].get("vocabulary"), vocabulary, f"stage-2 checkpoint {path}")
-    try:
-        module = SpecificModule(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise DMVAEError(f"{path}: cannot rebuild the stage-2 model ({exc})") from None
-    return module.eval(), ckpt
+    return rebuild_module(SpecificModule, hp, ckpt["state_dict"], path, "stage-2 model", DMVAEError), ckpt
 
 
 def load_baseline_module(path: Path, vocabulary: list[str]) -> tuple[BaselineModule, dict]:
@@ -59,12 +55,7 @@ def load_baseline_module(path: Path, vocabulary: list[str]) -> tuple[BaselineMod
     if "objective" not in hp:
         raise DMVAEError(f"{path}: not a baseline checkpoint (no objective)")
     check_vocabulary(hp.get("vocabulary"), vocabulary, f"baseline checkpoint {path}")
-    try:
-        module = BaselineModule(**hp)
-        module.load_state_dict(ckpt["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise DMVAEError(f"{path}: cannot rebuild the baseline model ({exc})") from None
-    return module.eval(), ckpt
+    return rebuild_module(BaselineModule, hp, ckpt["state_dict"], path, "baseline model", DMVAEError), ckpt
 
 
 class StandardNormalPrior:

@@ -13,12 +13,9 @@ rank under DDP, as in ``mmcl.distributed``).
 
 from __future__ import annotations
 
-import math
-import random
 from typing import Any, Literal
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 
 from mmcl.distributed import gather_with_grad
@@ -27,60 +24,9 @@ from mmcl.dmvae.losses import mopoe_infonce, poe, sample_gaussian, sample_subset
 from mmcl.dmvae.networks import ImageBackbone, gaussian_image_encoder, gaussian_text_encoder
 from mmcl.encoders import Posterior, check_encoding_size
 from mmcl.losses import infonce_symmetric, similarity_matrix
-from mmcl.train.module import OPTIMIZERS
+from mmcl.optim import OPTIMIZERS, ResumableRNG, check_optimizer, check_schedule, scheduled
 
 OBJECTIVES = ("mopoe", "mopoe_pairwise")
-
-
-def lr_lambda(warmup_steps: int, schedule: str, total_steps: int | None):
-    """Linear warm-up, then constant or cosine decay to 0 at ``total_steps``."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if schedule == "cosine" and total_steps:
-            progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        return 1.0
-
-    return factor
-
-
-def check_schedule(lr: float, lr_schedule: str, warmup_steps: int, where: str) -> None:
-    if not lr > 0:
-        raise ValueError(f"{where}.lr must be > 0, got {lr}")
-    if lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"{where}.lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
-    if warmup_steps < 0:
-        raise ValueError(f"{where}.warmup_steps must be >= 0, got {warmup_steps}")
-
-
-class ResumableRNG:
-    """Puts the global RNG states (torch, numpy, random) in every checkpoint and restores them
-    when training resumes, so that the subsets A and the reparameterisation noise after a resume
-    continue exactly as in an uninterrupted run (the data order is restored by ``mmcl.data``)."""
-
-    _pending_rng: dict | None = None
-
-    def save_rng(self, checkpoint: dict) -> None:
-        name, keys, pos, has_gauss, cached = np.random.get_state()
-        # plain types and tensors only: Lightning restores checkpoints with weights_only=True
-        checkpoint["rng_state"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)],
-            "python": random.getstate(),
-        }
-
-    def load_rng(self, checkpoint: dict) -> None:
-        self._pending_rng = checkpoint.get("rng_state")
-
-    def on_train_start(self) -> None:
-        state, self._pending_rng = self._pending_rng, None
-        if state is not None:
-            torch.set_rng_state(state["torch"])
-            name, keys, pos, has_gauss, cached = state["numpy"]
-            np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-            random.setstate(state["python"])
 
 
 class ContentModule(ResumableRNG, pl.LightningModule):
@@ -150,8 +96,7 @@ class ContentModule(ResumableRNG, pl.LightningModule):
         if objective not in OBJECTIVES:
             raise ValueError(f"stage1.model.objective must be one of {OBJECTIVES}, got {objective!r}")
         check_schedule(lr, lr_schedule, warmup_steps, "stage1.model")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"stage1.model.optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+        check_optimizer(optimizer, "stage1.model")
         self.save_hyperparameters()
         self.image_encoder = gaussian_image_encoder(
             encoding_size,
@@ -261,8 +206,4 @@ class ContentModule(ResumableRNG, pl.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         optimizer = OPTIMIZERS[hp.optimizer](self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
-        total = self.trainer.max_steps if self.trainer is not None else None
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lr_lambda(hp.warmup_steps, hp.lr_schedule, total if total and total > 0 else None)
-        )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return scheduled(optimizer, self, "stage1.trainer")

@@ -95,8 +95,9 @@ from mmcl.dmvae.networks import (
     gaussian_image_encoder,
     gaussian_text_encoder,
 )
-from mmcl.dmvae.stage1 import ContentModule, ResumableRNG, check_schedule, lr_lambda
+from mmcl.dmvae.stage1 import ContentModule
 from mmcl.encoders import Posterior, check_encoding_size
+from mmcl.optim import ResumableRNG, check_schedule, scheduled
 from mmcl.tokenizer import BOS, EOS, PAD
 
 ContentSampling = Literal["mopoe", "full", "mean"]
@@ -612,12 +613,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         if self._pending_discriminator_state is not None:
             self.discriminator_optimizer.load_state_dict(self._pending_discriminator_state)
             self._pending_discriminator_state = None
-        total = self.trainer.max_steps if self.trainer is not None else None
-        total = total if total and total > 0 else None
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            opt_vae, lr_lambda(hp.warmup_steps, hp.lr_schedule, total)
-        )
-        return {"optimizer": opt_vae, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return scheduled(opt_vae, self, "stage2.trainer")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.save_rng(checkpoint)

@@ -8,14 +8,13 @@ and a black tick marks the chance level (R^2 0, or the majority-class accuracy).
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mmcl import io
 from mmcl.probing.probes import ALL_PROBES, LINEAR_PROBES, ProbeResult
 
 ROLE_COLOURS = {"content": "#1f77b4", "style": "#ff7f0e", "specific": "#2ca02c", "other": "#7f7f7f"}
@@ -53,29 +52,19 @@ def role_group(role: str) -> str:
     return "other"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_csv(results: list[ProbeResult], path: Path) -> None:
-    import io
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
-    writer.writeheader()
+    rows = []
     for r in results:
         row = r.to_dict()
         row["score"] = f"{r.score:.6f}"
         row["chance"] = f"{r.chance:.6f}"
         row["params"] = json.dumps(r.params, sort_keys=True)
-        writer.writerow(row)
-    _atomic_write(path, buf.getvalue())
+        rows.append(row)
+    io.write_csv(path, rows, CSV_FIELDS)
 
 
 def write_json(results: list[ProbeResult], header: dict[str, Any], path: Path) -> None:
-    _atomic_write(path, json.dumps({**header, "results": [r.to_dict() for r in results]}, indent=2) + "\n")
+    io.write_json(path, {**header, "results": [r.to_dict() for r in results]})
 
 
 def markdown(results: list[ProbeResult], header: dict[str, Any]) -> str:
@@ -165,10 +154,8 @@ def plot(results: list[ProbeResult], path: Path, title: str = "") -> None:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.88, 1))
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    io.save_figure(fig, path, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def write_all(results: list[ProbeResult], header: dict[str, Any], out_dir: Path) -> dict[str, Path]:
@@ -176,6 +163,6 @@ def write_all(results: list[ProbeResult], header: dict[str, Any], out_dir: Path)
     paths = {ext: out_dir / f"results.{ext}" for ext in ("csv", "json", "md", "png")}
     write_csv(results, paths["csv"])
     write_json(results, header, paths["json"])
-    _atomic_write(paths["md"], markdown(results, header))
+    io.atomic_write_text(paths["md"], markdown(results, header))
     plot(results, paths["png"], title=str(header.get("input", "")))
     return paths

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mmcl.io import save_npz, write_json
 from mmcl.losses import fresh_negatives_symmetric, infonce_symmetric
 from mmcl.probing.identifiability import mcc, weak_mcc
 from mmcl.probing.kernel_ridge import grid_search_kernel_ridge
@@ -273,11 +274,9 @@ def write_embeddings(
             values = class_index(arr, discrete[b]) if b in discrete else arr.astype(np.float64)
             for j in range(arr.shape[1]):
                 arrays[f"factor:{b}_{j}"] = values[:, j]
-        tmp = out_dir / f".embeddings_{split}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(out_dir / f"embeddings_{split}.npz")
+        save_npz(out_dir / f"embeddings_{split}.npz", **arrays)
     meta = {"representations": representations, "factors": factors, "seed": seed, "source": source}
-    (out_dir / "embeddings.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_json(out_dir / "embeddings.json", meta)
 
 
 def evaluate(

@@ -13,7 +13,6 @@ resumes from it. So re-issuing a killed command finishes the grid without redoin
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 import yaml
 
+from mmcl.io import write_json
 from mmcl.simulation.config import SimulationConfig
 from mmcl.simulation.evaluate import evaluate, identifiability, read_embeddings, table_entry
 from mmcl.simulation.table import aggregate, csv_text, markdown
@@ -68,7 +68,7 @@ def run_one(
                     splits["val"][1], splits["test"][1], splits["val"][0], splits["test"][0]
                 )
                 metrics["table"] = table_entry(metrics)
-                _write_json(metrics, metrics_path)
+                write_json(metrics_path, metrics)
             return metrics
     run = train(cfg, setting, row, seed, run_dir, log=log)
     t0, cpu0 = time.perf_counter(), time.process_time()
@@ -92,7 +92,7 @@ def run_one(
         "losses": run.losses,
     }
     metrics["table"] = table_entry(metrics)
-    _write_json(metrics, metrics_path)
+    write_json(metrics_path, metrics)
     t = metrics["table"]
     log(
         f"[{setting}/{row}/seed{seed}] R^2 content {t['content']:.3f} style {t['style']:.3f} "
@@ -100,12 +100,6 @@ def run_one(
         f"eval {metrics['eval_seconds']:.0f}s wall / {metrics['eval_cpu_seconds']:.0f}s CPU)"
     )
     return metrics
-
-
-def _write_json(metrics: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def run_grid(

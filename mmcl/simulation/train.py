@@ -16,7 +16,6 @@ process and the loss log; they are written atomically (temporary file, then rena
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from mmcl.checkpoint import load_checkpoint
+from mmcl.io import save_torch
 from mmcl.losses import fresh_negatives_symmetric, infonce_symmetric
 from mmcl.simulation.config import SimulationConfig
 from mmcl.simulation.generative import (
@@ -107,12 +107,6 @@ def _identity(cfg: SimulationConfig, setting: str, row: str, seed: int) -> dict[
     }
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train(
     cfg: SimulationConfig,
     setting: str,
@@ -157,7 +151,7 @@ def train(
         log(f"[{setting}/{row}/seed{seed}] resuming from step {run.step}")
 
     def checkpoint() -> None:
-        _save_atomic(
+        save_torch(
             {
                 "identity": identity,
                 "step": run.step,

@@ -27,7 +27,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from mmcl.cli import user_error
-from mmcl.data import DataError, MultimodalDataModule
+from mmcl.data import MultimodalDataModule
+from mmcl.manifest import DataError
 from mmcl.precision import fill_precision, rank_zero_print
 from mmcl.train.callbacks import OnlineProbe, ProgressBar, RunCheckpoint, RunMetadata, ThroughputMonitor
 from mmcl.train.module import ContrastiveModule

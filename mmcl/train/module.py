@@ -21,8 +21,7 @@ from torch import nn
 from mmcl.distributed import global_contrastive_loss
 from mmcl.encoders import ImageBackbone, check_encoding_size, image_encoder, text_encoder
 from mmcl.losses import LOSSES
-
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+from mmcl.optim import OPTIMIZERS, check_optimizer, scheduled
 
 
 class ContrastiveModule(pl.LightningModule):
@@ -94,8 +93,7 @@ class ContrastiveModule(pl.LightningModule):
             raise ValueError(f"model.similarity must be 'cosine' or 'euclidean', got {similarity!r}")
         if not tau > 0:
             raise ValueError(f"model.tau must be > 0, got {tau}")
-        if optimizer not in OPTIMIZERS:
-            raise ValueError(f"model.optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
+        check_optimizer(optimizer, "model")
         if lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"model.lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         if warmup_steps < 0:
@@ -181,18 +179,4 @@ class ContrastiveModule(pl.LightningModule):
         optimizer = OPTIMIZERS[hp.optimizer](
             self.parameters(), lr=hp.lr, betas=tuple(hp.betas), weight_decay=hp.weight_decay
         )
-        total = self.trainer.max_steps if self.trainer is not None else -1
-        if hp.lr_schedule == "cosine" and (total is None or total < 1):
-            raise ValueError("model.lr_schedule 'cosine' needs trainer.max_steps")
-        warmup, schedule = hp.warmup_steps, hp.lr_schedule
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if schedule == "cosine":
-                progress = min(1.0, (step - warmup) / max(1, total - warmup))
-                return 0.5 * (1.0 + math.cos(math.pi * progress))
-            return 1.0
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return scheduled(optimizer, self, "trainer")

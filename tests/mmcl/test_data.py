@@ -19,15 +19,14 @@ from PIL import Image
 from mmcl.data import (
     IMAGE_MEAN,
     IMAGE_STD,
-    DataError,
     EpochPlan,
     MultimodalDataModule,
     ShardStream,
-    load_manifest,
     normalize_images,
     skipped_batches,
     worker_quotas,
 )
+from mmcl.manifest import DataError, load_manifest
 
 
 def shard_samples(root: Path, split: str) -> dict[int, dict]:

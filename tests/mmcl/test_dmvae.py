@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mmcl.data import iter_shard, load_manifest
+from mmcl.data import iter_shard
 from mmcl.dmvae.classifier import frechet_distance
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.gmm import ContentPrior, fit_content_prior
@@ -17,6 +17,7 @@ from mmcl.dmvae.losses import image_log_likelihood, poe
 from mmcl.dmvae.networks import ImageDecoder, upsampling_start
 from mmcl.dmvae.stage1 import ContentModule
 from mmcl.dmvae.stage2 import SpecificModule
+from mmcl.manifest import load_manifest
 
 SMALL_CONTENT = dict(
     encoding_size=4, image_hidden_size=16, image_base_channels=4, text_embedding_dim=8, text_fbase=2

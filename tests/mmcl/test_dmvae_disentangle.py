@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from mmcl.data import iter_shard, load_manifest
+from mmcl.data import iter_shard
 from mmcl.dmvae.critic import fresh_critic_mi
 from mmcl.dmvae.grammar import Grammar
 from mmcl.dmvae.networks import AutoregressiveTextDecoder
 from mmcl.dmvae.synthetic import fresh_mi, mean_probe_accuracy, specific_kl, train_image_stage2
+from mmcl.manifest import load_manifest
 
 
 def correlated_gaussians(n: int, rho: float, d: int, rng: np.random.Generator):
