@@ -31,8 +31,8 @@ from typing import Any
 from mmcl.cli import renamed_flags, user_error
 from mmcl.dmvae.evaluate import CONTENT, evaluate
 from mmcl.dmvae.fit import fit
-from mmcl.dmvae.io import DMVAEError, RunLayout, read_checkpoint
-from mmcl.io import save_figure, write_csv, write_json
+from mmcl.dmvae.io import DMVAEError, RunLayout, read_checkpoint, save_figure
+from mmcl.io import write_csv, write_json
 from mmcl.manifest import DataError
 from mmcl.paths import relative_to_folder
 
@@ -164,7 +164,7 @@ def plot_ablation(rows: list[dict], path: Path, title: str = "") -> None:
     ax.legend(fontsize=7)
     fig.suptitle(title or "DMVAE delta ablation (seed 003 §9.3.2)", fontsize=10)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path)
 
 
 def _metrics_current(eval_dir: Path, layout: RunLayout) -> dict | None:

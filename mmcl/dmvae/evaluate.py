@@ -61,11 +61,11 @@ from mmcl.dmvae.classifier import (
 from mmcl.dmvae.critic import fresh_critic_mi
 from mmcl.dmvae.data import MODALITIES, add_unit_images
 from mmcl.dmvae.grammar import Grammar
-from mmcl.dmvae.io import DMVAEError
+from mmcl.dmvae.io import DMVAEError, save_figure
 from mmcl.dmvae.losses import sample_gaussian
 from mmcl.dmvae.run import LoadedRun, load_run
 from mmcl.dmvae.stage2 import SpecificModule
-from mmcl.io import save_figure, save_npz, write_csv, write_json
+from mmcl.io import save_npz, write_csv, write_json
 from mmcl.manifest import DataError, Manifest
 from mmcl.paths import relative_to_folder
 
@@ -405,7 +405,7 @@ def plot_probing_matrix(
         ax.set_title(f"{family}: {label}\n(chance in brackets)", fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    save_figure(fig, path, dpi=120, bbox_inches="tight")
+    save_figure(fig, path)
 
 
 def leakage(matrix: dict) -> dict[str, dict[str, dict[str, float]]]:

@@ -25,10 +25,10 @@ from mmcl.cli import user_error
 from mmcl.dmvae.data import add_unit_images
 from mmcl.dmvae.gmm import ContentPrior
 from mmcl.dmvae.grammar import Grammar
-from mmcl.dmvae.io import DMVAEError
+from mmcl.dmvae.io import DMVAEError, save_figure
 from mmcl.dmvae.run import load_run
 from mmcl.dmvae.stage2 import SpecificModule
-from mmcl.io import save_figure, write_json
+from mmcl.io import write_json
 from mmcl.manifest import DataError
 from mmcl.paths import relative_to_folder
 
@@ -250,7 +250,7 @@ def generate(
                 row_label=image_row_label,
             )
             path = out_dir / "text2image.png"
-            save_figure(fig, path, dpi=120, bbox_inches="tight")
+            save_figure(fig, path)
             made["files"]["text2image"] = path.name
         if "image2text" in modes and "text" in module.modalities:
             content = module.content_model.content(image=cond["image"]).mean
@@ -264,7 +264,7 @@ def generate(
                 "(red: not a sentence of the grammar)",
             )
             path = out_dir / "image2text.png"
-            save_figure(fig, path, dpi=120, bbox_inches="tight")
+            save_figure(fig, path)
             made["files"]["image2text"] = path.name
             made["image2text_sentences"] = sents
         if "unconditional" in modes:
@@ -277,7 +277,7 @@ def generate(
                     row_label=image_row_label,
                 )
                 path = out_dir / "unconditional_image.png"
-                save_figure(fig, path, dpi=120, bbox_inches="tight")
+                save_figure(fig, path)
                 made["files"]["unconditional_image"] = path.name
             if "text" in module.modalities:
                 ids = grid("text", content, seed + 2)
@@ -288,7 +288,7 @@ def generate(
                     title=f"unconditional text: the same columns of c ~ GMM, row = {made['rows']['text']}",
                 )
                 path = out_dir / "unconditional_text.png"
-                save_figure(fig, path, dpi=120, bbox_inches="tight")
+                save_figure(fig, path)
                 made["files"]["unconditional_text"] = path.name
                 made["unconditional_sentences"] = sents
     write_json(out_dir / "samples.json", made)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmcl import io
 from mmcl.checkpoint import load_checkpoint
 
 # "baseline": a joint multimodal VAE (mmcl.dmvae.baselines) instead of stages 1 and 2
@@ -102,3 +103,8 @@ def _norm(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _norm(x) for k, x in v.items()}
     return v
+
+
+def save_figure(fig, path: Path) -> None:
+    """Every DMVAE figure: 120 dpi, trimmed to its content, written atomically."""
+    io.save_figure(fig, path, dpi=120, bbox_inches="tight")
