@@ -32,6 +32,8 @@ from datagen.progress import Progress
 from datagen.stages import (  # noqa: F401  (ShardTask, ShardWorker, sample_json: re-exported)
     ShardTask,
     ShardWorker,
+    cpu_slices,
+    pin_to,
     sample_json,
     shape_words,
     silence_blender,
@@ -224,11 +226,12 @@ _INIT_ERROR: BaseException | None = None
 _QUEUE = None
 
 
-def _init_worker(config_json: dict, mesh_root: str, device: str, threads: int, queue) -> None:
+def _init_worker(config_json: dict, mesh_root: str, device: str, threads: int, queue, slices) -> None:
     global _WORKER, _QUEUE, _INIT_ERROR
     _QUEUE = queue
     silence_blender()
     try:
+        pin_to(slices.get(timeout=60) if slices is not None else None)  # before Blender starts its threads
         _WORKER = ShardWorker.from_library(
             config_from_json(config_json), load_library(Path(mesh_root)), device, threads
         )
@@ -318,7 +321,12 @@ def _run_local(config, root, todo, workers, device, mesh_root, bar) -> None:
         return
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    init = (config.to_json(), str(mesh_root), device, threads_per_worker(workers), queue)
+    slices = None
+    if device == "cpu" and (parts := cpu_slices(workers)) is not None:
+        slices = ctx.Queue()  # each worker takes its own CPUs once, at start
+        for part in parts:
+            slices.put(part)
+    init = (config.to_json(), str(mesh_root), device, threads_per_worker(workers), queue, slices)
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init) as pool:
         pending = [pool.submit(_run_in_worker, str(root), t) for t in todo]
         while not all(p.done() for p in pending):

@@ -138,3 +138,30 @@ def test_shipped_datagen_configs_load():
     loaded = {p.stem: load_config(p) for p in configs}
     assert loaded["m3di_paper"].render.samples == 512 and loaded["m3di_paper"].counts["train"] == 125_000
     assert loaded["m3di_independent"].colour_mode == "independent"
+
+
+def test_local_workers_are_pinned_to_their_own_cpus(tiny_config, tmp_path):
+    """Each render process of a 2-worker run keeps to its own CPUs: an unpinned Blender process
+    keeps a second core busy even with one render thread (docs/bench/demo_cpu.json)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from datagen.pipeline import _init_worker
+    from datagen.stages import cpu_slices
+
+    if len(os.sched_getaffinity(0)) < 2:
+        import pytest
+
+        pytest.skip("needs 2 CPUs")
+    slices = cpu_slices(2)
+    assert sorted(c for part in slices for c in part) == sorted(os.sched_getaffinity(0))
+    assert not set(slices[0]) & set(slices[1])
+    ctx = mp.get_context("spawn")
+    queue, handed = ctx.Queue(), ctx.Queue()
+    for part in slices:
+        handed.put(part)
+    # an empty mesh root: the scene is never built, the pinning before it is what is looked at
+    init = (tiny_config.to_json(), str(tmp_path), "cpu", 1, queue, handed)
+    with ProcessPoolExecutor(2, mp_context=ctx, initializer=_init_worker, initargs=init) as pool:
+        seen = {frozenset(pool.submit(os.sched_getaffinity, 0).result()) for _ in range(8)}
+    assert seen <= {frozenset(part) for part in slices}
