@@ -145,6 +145,14 @@ def downsampling_sizes(resolution: int, stop: int = 7) -> list[int]:
     return sizes
 
 
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last memory layout: the same values, and the convolutions that follow run
+    in it (their outputs keep it). On a 2-core AMD EPYC Zen 3 (AVX2), forward + backward of a
+    batch of 64 took 1.36x less time this way for the demo's image and text ConvNets and the
+    DMVAE's decoder (docs/bench/demo_cpu.json); results agree to float rounding (~1e-6)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class ConvImageBackbone(nn.Module):
     """Strided 4x4 convolutions (BatchNorm, SiLU) halving the image down to <= 7x7, flattened,
     then Linear to ``hidden_size`` features.
@@ -184,7 +192,7 @@ class ConvImageBackbone(nn.Module):
                 f"image encoder expects (batch, 3, {self.resolution}, {self.resolution}) images, "
                 f"got shape {tuple(image.shape)}"
             )
-        h = self.convnet(image)
+        h = self.convnet(channels_last(image))
         if self.global_max_pool:
             return self.linear(torch.cat([h.flatten(1), h.amax(dim=(2, 3))], dim=1))
         return self.linear(h.flatten(1))
@@ -262,7 +270,7 @@ class TextConvNetBackbone(nn.Module):
             ids = F.pad(ids, (0, self.max_length - ids.shape[1]), value=self.pad_id)
         # padding_idx gives pad tokens a zero (and never-trained) embedding: padding is masked.
         x = self.embedding(ids).unsqueeze(1)
-        return self.convnet(x).flatten(1)
+        return self.convnet(channels_last(x)).flatten(1)
 
 
 class TransformerBackbone(nn.Module):

@@ -33,6 +33,7 @@ from torch import nn
 from mmcl.encoders import (
     Encoder,
     ImageBackbone,
+    channels_last,
     image_encoder,
     text_encoder,
 )
@@ -142,7 +143,7 @@ class ImageDecoder(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         h = self.linear(latent).view(-1, self.c0, self.s0, self.s0)
-        return torch.sigmoid(self.deconv(h))
+        return torch.sigmoid(self.deconv(channels_last(h)))
 
 
 class SpatialBroadcastDecoder(nn.Module):
@@ -186,7 +187,7 @@ class SpatialBroadcastDecoder(nn.Module):
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         h = self.from_latent(latent)[:, :, None, None] + self.from_coords(self.coords).permute(2, 0, 1)
-        return torch.sigmoid(self.body(h))
+        return torch.sigmoid(self.body(channels_last(h)))
 
 
 IMAGE_DECODERS = ("deconv", "broadcast")

@@ -169,3 +169,31 @@ def test_gaussian_head_reuses_the_backbone():
     assert both(ids(1, [5])).mean.shape == (1, 2)
     with pytest.raises(ValueError, match="head must be"):
         image_encoder(3, head="mixture")
+
+
+def test_conv_stacks_run_channels_last_and_agree_with_nchw():
+    """The ConvNets' and the DMVAE decoder's convolutions get channels-last inputs (1.36x faster
+    on an AVX2 CPU, docs/bench/demo_cpu.json) and compute what the NCHW layout computes."""
+    from mmcl.dmvae.networks import ImageDecoder
+    from mmcl.encoders import image_encoder, text_encoder
+
+    torch.manual_seed(0)
+    image = image_encoder(16, backbone="convnet", resolution=32, base_channels=8, global_max_pool=True)
+    text = text_encoder(20, 16, 16)
+    decoder = ImageDecoder(8, 32, 8)
+    layouts = []
+
+    def record(module, inputs):
+        layouts.append(inputs[0].is_contiguous(memory_format=torch.channels_last))
+
+    for net in (image.backbone.convnet, text.backbone.convnet, decoder.deconv):
+        net[0].register_forward_pre_hook(record)
+    x, ids, z = torch.rand(4, 3, 32, 32), torch.randint(1, 20, (4, 16)), torch.randn(4, 8)
+    out_image, out_text, out_decoder = image(x), text(ids), decoder(z)
+    assert layouts == [True, True, True]
+    h = image.backbone.convnet(x.contiguous())  # NCHW all the way
+    nchw = image.head(image.backbone.linear(torch.cat([h.flatten(1), h.amax(dim=(2, 3))], 1)))
+    torch.testing.assert_close(out_image, nchw, rtol=1e-4, atol=1e-5)
+    h = decoder.linear(z).view(-1, decoder.c0, decoder.s0, decoder.s0)
+    torch.testing.assert_close(out_decoder, torch.sigmoid(decoder.deconv(h)), rtol=1e-4, atol=1e-5)
+    assert out_text.shape == (4, 16)
