@@ -1,0 +1,180 @@
+"""The demo's two CPU-layout speedups, each side by side with what it replaced, in one run.
+
+* ``render`` -- two render processes of one draft (64x64) image stream each, as ``datagen
+  generate --workers 2`` runs them: unpinned (the old behaviour) and each pinned to its own core
+  (``datagen.stages.cpu_slices``). Images/s of both together, rounds alternating, and the sha256
+  of every image stream (pinning must not change a pixel).
+* ``layout`` -- forward + backward of a batch of 64, one thread, of the demo's image ConvNet
+  (global max pool), its text ConvNet and the DMVAE's width-8/12 deconv decoder, with the input in
+  the default (NCHW) layout and in channels-last (``mmcl.encoders.channels_last``); best of 3
+  rounds of 5 steps, the layouts alternating.
+
+Writes docs/bench/demo_cpu.json (machine, figures, ratios).
+
+    python scripts/bench_demo_cpu.py [--images 150] [--sections render,layout]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _render_stream(args: tuple[int, int, bool, int]) -> tuple[float, str, float]:
+    """One process: build the draft scene, render images [start, start + n); (seconds, sha256, CPU s)."""
+    start, n, pin, cpu = args
+    from datagen.config import make_config
+    from datagen.design import design_of
+    from datagen.meshes import load_library
+    from datagen.sampling import sample
+    from datagen.stages import pin_to, shape_words, silence_blender, threads_per_worker
+
+    if pin:
+        pin_to((cpu,))
+    silence_blender()
+    from datagen.render import SceneRenderer
+
+    config = make_config({"seed": 0, "counts": {"train": start + n}, "preset": "draft"})
+    library = load_library()
+    words = shape_words(config, library)
+    design = design_of(config)
+    renderer = SceneRenderer(
+        config.render, [library.mesh(s) for s in config.shapes], threads=threads_per_worker(2)
+    )
+    first = sample(config, "train", start, words)
+    renderer.render(design.scene(first.image), first.render_seed)  # warm: scene sync, kernels
+    digest = hashlib.sha256()
+    wall, cpu0 = time.perf_counter(), time.process_time()
+    for i in range(start, start + n):
+        s = sample(config, "train", i, words)
+        digest.update(renderer.render(design.scene(s.image), s.render_seed).tobytes())
+    return time.perf_counter() - wall, digest.hexdigest(), time.process_time() - cpu0
+
+
+def bench_render(images: int, rounds: int = 2) -> dict:
+    ctx = mp.get_context("spawn")
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    if len(cpus) < 2:
+        return {"skipped": "needs 2 CPUs"}
+    out: dict = {"images_per_process": images, "processes": 2, "rounds": {}}
+    for _ in range(rounds):
+        for pin in (False, True):
+            with ctx.Pool(2) as pool:
+                res = pool.map(_render_stream, [(0, images, pin, cpus[0]), (images, images, pin, cpus[1])])
+            key = "pinned" if pin else "unpinned"
+            out["rounds"].setdefault(key, []).append(
+                {
+                    "images_per_s": round(2 * images / max(t for t, _, _ in res), 2),
+                    "cpu_s_per_image": round(sum(c for _, _, c in res) / (2 * images), 4),
+                    "sha256": [h for _, h, _ in res],
+                }
+            )
+    best = {k: max(v, key=lambda x: x["images_per_s"]) for k, v in out["rounds"].items()}
+    out["images_per_s"] = {k: v["images_per_s"] for k, v in best.items()}
+    out["cpu_s_per_image"] = {k: v["cpu_s_per_image"] for k, v in best.items()}
+    out["pinned_over_unpinned"] = round(best["pinned"]["images_per_s"] / best["unpinned"]["images_per_s"], 2)
+    out["pixels_identical"] = all(
+        r["sha256"] == out["rounds"]["unpinned"][0]["sha256"] for v in out["rounds"].values() for r in v
+    )
+    return out
+
+
+def bench_layout(rounds: int = 3, steps: int = 5) -> dict:
+    import torch
+
+    from mmcl.dmvae.networks import ImageDecoder
+    from mmcl.encoders import channels_last, image_encoder, text_encoder
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    image = image_encoder(16, backbone="convnet", resolution=64, base_channels=32, global_max_pool=True)
+    text = text_encoder(40, 32, 16)
+    decoder = ImageDecoder(32, 64, 8)
+    x, ids, z = torch.rand(64, 3, 64, 64), torch.randint(1, 40, (64, 32)), torch.randn(64, 32)
+
+    def unchanged(t):
+        return t
+
+    # Each network's forward with its first convolution's input in a given layout (what
+    # channels_last() does inside the three forwards); `unchanged` is the old code path.
+    def image_fwd(layout):
+        net = image.backbone
+        h = net.convnet(layout(x))
+        return image.head(net.linear(torch.cat([h.flatten(1), h.amax(dim=(2, 3))], dim=1)))
+
+    def text_fwd(layout):
+        net = text.backbone
+        return text.head(net.convnet(layout(net.embedding(ids).unsqueeze(1))).flatten(1))
+
+    def decoder_fwd(layout):
+        h = decoder.linear(z).view(-1, decoder.c0, decoder.s0, decoder.s0)
+        return torch.sigmoid(decoder.deconv(layout(h)))
+
+    out: dict = {
+        "batch": 64,
+        "threads": 1,
+        "best_of_rounds": rounds,
+        "steps_per_round": steps,
+        "networks": {},
+    }
+    for name, fwd in (
+        ("image_convnet", image_fwd),
+        ("text_convnet", text_fwd),
+        ("dmvae_decoder_w8", decoder_fwd),
+    ):
+        best = {"nchw": float("inf"), "channels_last": float("inf")}
+        for _ in range(rounds):
+            for key, layout in (("nchw", unchanged), ("channels_last", channels_last)):
+                fwd(layout).square().mean().backward()  # warm
+                t = time.perf_counter()
+                for _ in range(steps):
+                    fwd(layout).square().mean().backward()
+                best[key] = min(best[key], (time.perf_counter() - t) / steps)
+        diff = (fwd(unchanged) - fwd(channels_last)).abs().max().item()
+        out["networks"][name] = {
+            "ms_per_step": {k: round(1000 * v, 1) for k, v in best.items()},
+            "channels_last_speedup": round(best["nchw"] / best["channels_last"], 2),
+            "max_abs_output_difference": diff,
+        }
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=150, help="draft images per render process and round")
+    p.add_argument("--sections", default="render,layout")
+    p.add_argument("--out", type=Path, default=REPO / "docs/bench/demo_cpu.json")
+    args = p.parse_args(argv)
+    from importlib.metadata import version
+
+    from mmcl.machine import cpu_summary
+
+    result: dict = {
+        "machine": {"cpu": cpu_summary(), "cores": os.cpu_count(), "torch": version("torch")},
+        "command": f"python scripts/bench_demo_cpu.py --images {args.images} --sections {args.sections}",
+    }
+    sections = args.sections.split(",")
+    t0 = time.time()
+    if "render" in sections:
+        result["render"] = bench_render(args.images)
+        print(json.dumps(result["render"]["images_per_s"]), flush=True)
+    if "layout" in sections:
+        result["layout"] = bench_layout()
+    result["wall_s"] = round(time.time() - t0, 1)
+    from mmcl.io import write_json
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, result)
+    print(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
