@@ -88,3 +88,15 @@ def test_mmcl_never_imports_datagen():
             )
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "datagen"]
     assert offenders == []
+
+
+def test_readme_links_and_pictures_point_at_files():
+    """Every relative link and image of README.md names a file of the repository (the data-flow
+    picture included), so none renders broken."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not t.startswith(("http", "#", "mailto:"))]
+    assert "docs/architecture.png" in targets
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
