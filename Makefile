@@ -27,21 +27,21 @@ test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check datagen mmcl scripts tests
-	$(BIN)/ruff format --check datagen mmcl scripts tests
+	$(BIN)/ruff check datagen mmcl scripts benchmarks experiments tests
+	$(BIN)/ruff format --check datagen mmcl scripts benchmarks experiments tests
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix datagen mmcl scripts tests
-	$(BIN)/ruff format datagen mmcl scripts tests
+	$(BIN)/ruff check --fix datagen mmcl scripts benchmarks experiments tests
+	$(BIN)/ruff format datagen mmcl scripts benchmarks experiments tests
 
 demo: $(STAMP)
 	$(BIN)/python scripts/demo.py
 
 bench: $(STAMP)
-	$(BIN)/python scripts/bench_precision.py
-	$(BIN)/python scripts/bench_render.py
-	$(BIN)/python scripts/bench_train.py
-	$(BIN)/python scripts/bench_probe.py
+	$(BIN)/python benchmarks/bench_precision.py
+	$(BIN)/python benchmarks/bench_render.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_probe.py
 
 clean:
 	rm -rf runs/demo .pytest_cache

@@ -156,7 +156,9 @@ def _torchvision_decoder():
     )
 
 
-_TV_DECODE = _torchvision_decoder()
+# torchvision's libpng decoder, PNG bytes -> uint8 (3, H, W) RGB, or None where torchvision has
+# none; unguarded: only for bytes :func:`check_png` cleared (docs/bench/integrity.json times it)
+TORCHVISION_DECODE = _torchvision_decoder()
 
 
 def _pil_decode(data: bytes) -> torch.Tensor:
@@ -173,11 +175,11 @@ def decode_png_rgb(data: bytes) -> torch.Tensor:
     """PNG bytes -> uint8 ``(3, H, W)``; :class:`PNGError` for anything that is not a sound PNG.
     torchvision's libpng decoder for what :func:`check_png` cleared, PIL otherwise."""
     digest = hashlib.blake2b(data, digest_size=16).digest()
-    if digest in _CHECKED or (check_png(data) and _TV_DECODE is not None):
+    if digest in _CHECKED or (check_png(data) and TORCHVISION_DECODE is not None):
         with warnings.catch_warnings():  # torchvision >= 0.29 deprecates its image codecs (still present)
             warnings.simplefilter("ignore", DeprecationWarning)
             try:
-                image = _TV_DECODE(data)
+                image = TORCHVISION_DECODE(data)
             except RuntimeError as exc:  # what libpng reports before it could crash (header stage)
                 raise PNGError(str(exc).splitlines()[0]) from None
         if len(_CHECKED) < MAX_REMEMBERED:

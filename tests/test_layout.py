@@ -88,3 +88,43 @@ def test_mmcl_never_imports_datagen():
             )
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] == "datagen"]
     assert offenders == []
+
+
+def test_readme_links_and_pictures_point_at_files():
+    """Every relative link and image of README.md names a file of the repository (the data-flow
+    picture included), so none renders broken."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if not t.startswith(("http", "#", "mailto:"))]
+    assert "docs/architecture.png" in targets
+    missing = [t for t in targets if not (ROOT / t.split("#")[0]).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
+
+
+def test_scripts_benchmarks_experiments_layout():
+    """``scripts/`` holds only the demo and the system-dependency installer; every experiment
+    folder ``experiments/<question>/`` has a README.md; and no benchmark imports a private
+    (underscore) name of ``datagen`` or ``mmcl``, so a benchmark measures only public API."""
+    assert sorted(p.name for p in (ROOT / "scripts").iterdir() if p.name != "__pycache__") == [
+        "demo.py",
+        "install_system_deps.sh",
+    ]
+    folders = [p for p in (ROOT / "experiments").iterdir() if p.is_dir() and p.name != "__pycache__"]
+    assert folders and all(list(p.glob("*.py")) for p in folders)
+    assert [p.name for p in folders if not (p / "README.md").is_file()] == []
+    ours = ("datagen", "mmcl")
+    private = []
+    for path in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                dotted = [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                dotted = [a.name for a in node.names]
+            else:
+                continue
+            for name in dotted:
+                top, *rest = name.split(".")
+                if top in ours and any(part.startswith("_") for part in rest):
+                    private.append(f"{path.relative_to(ROOT)}: {name}")
+    assert private == []

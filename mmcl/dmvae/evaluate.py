@@ -63,8 +63,8 @@ from mmcl.dmvae.data import MODALITIES, add_unit_images
 from mmcl.dmvae.grammar import Grammar
 from mmcl.dmvae.io import DMVAEError, save_figure
 from mmcl.dmvae.losses import sample_gaussian
+from mmcl.dmvae.protocol import EvaluatedModel
 from mmcl.dmvae.run import LoadedRun, load_run
-from mmcl.dmvae.stage2 import SpecificModule
 from mmcl.io import save_npz, write_csv, write_json
 from mmcl.manifest import DataError, Manifest
 from mmcl.paths import relative_to_folder
@@ -93,7 +93,7 @@ def numeric_factors(manifest: Manifest) -> dict[str, dict]:
 
 # ----------------------------------------------------------------------------- embeddings
 @torch.no_grad()
-def encode_split(module: SpecificModule, data, split: str, seed: int = 0) -> dict[str, np.ndarray]:
+def encode_split(module: EvaluatedModel, data, split: str, seed: int = 0) -> dict[str, np.ndarray]:
     """c (full-set PoE mean), the unimodal content means, the m_i means and log-variances and one seeded draw
     ``m_<i>_sample`` from each q(m_i | x_i) of ``split`` with every numeric factor, rows sorted by
     sample index."""
@@ -186,7 +186,7 @@ def _count_sentences(
 
 @torch.no_grad()
 def coherence(
-    module: SpecificModule,
+    module: EvaluatedModel,
     classifier: FactorClassifier,
     grammar: Grammar,
     data,
@@ -299,7 +299,7 @@ def unconditional(
 
 
 @torch.no_grad()
-def test_elbo(module: SpecificModule, data, split: str, seed: int) -> dict[str, dict[str, float]]:
+def test_elbo(module: EvaluatedModel, data, split: str, seed: int) -> dict[str, dict[str, float]]:
     """Mean ELBO, log-likelihood, KL and MI estimate per modality (c drawn as in training)."""
     g = torch.Generator().manual_seed(seed)
     sums: dict[str, dict[str, float]] = {

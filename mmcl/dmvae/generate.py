@@ -26,8 +26,8 @@ from mmcl.dmvae.data import add_unit_images
 from mmcl.dmvae.gmm import ContentPrior
 from mmcl.dmvae.grammar import Grammar
 from mmcl.dmvae.io import DMVAEError, save_figure
+from mmcl.dmvae.protocol import EvaluatedModel
 from mmcl.dmvae.run import load_run
-from mmcl.dmvae.stage2 import SpecificModule
 from mmcl.io import write_json
 from mmcl.manifest import DataError
 from mmcl.paths import relative_to_folder
@@ -38,7 +38,7 @@ MODES = ("text2image", "image2text", "unconditional")
 SPECIFIC_PRIORS = ("normal", "gmm")
 
 
-def rows_are(module: SpecificModule, modality: str, specific_prior: str = "normal") -> str:
+def rows_are(module: EvaluatedModel, modality: str, specific_prior: str = "normal") -> str:
     """What a grid's rows vary: a draw of m_i (from N(0, I) or the fitted density), or nothing
     for a model without m_i (the MVAE/MMVAE/MoPoE baselines: image rows repeat, text rows are
     token-sampling draws)."""
@@ -50,7 +50,7 @@ def rows_are(module: SpecificModule, modality: str, specific_prior: str = "norma
 
 @torch.no_grad()
 def prior_specific(
-    module: SpecificModule, modality: str, n: int, seed: int, density: ContentPrior | None = None
+    module: EvaluatedModel, modality: str, n: int, seed: int, density: ContentPrior | None = None
 ) -> torch.Tensor:
     """``n`` draws of m_modality from N(0, I), or from ``density`` (a fitted GMM) when given."""
     if density is not None and module.specific_sizes[modality]:
@@ -61,7 +61,7 @@ def prior_specific(
 
 @torch.no_grad()
 def decode_grid(
-    module: SpecificModule,
+    module: EvaluatedModel,
     modality: str,
     content: torch.Tensor,
     specific: torch.Tensor,

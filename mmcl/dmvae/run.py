@@ -14,6 +14,7 @@ from mmcl.dmvae.baselines import BaselineModule
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.gmm import ContentPrior
 from mmcl.dmvae.io import DMVAEError, RunLayout, check_vocabulary, model_hparams, read_checkpoint
+from mmcl.dmvae.protocol import EvaluatedModel
 from mmcl.dmvae.stage2 import SpecificModule
 from mmcl.manifest import DataError, file_sha256
 
@@ -21,7 +22,7 @@ from mmcl.manifest import DataError, file_sha256
 @dataclass
 class LoadedRun:
     layout: RunLayout
-    module: SpecificModule
+    module: EvaluatedModel  # stage 2 or a baseline (mmcl.dmvae.protocol)
     data: DMVAEDataModule
     config: dict
     checkpoint: Path

@@ -5,7 +5,7 @@ is image-specific. The frozen content posterior is handed in as a cache (a noisy
 so the experiment costs seconds: a plain conditional VAE (delta = 0) writes the square's cell
 into m_img as well (I(c; m_img) close to H(k) = log 4 by a fresh critic), and a penalty that
 works brings it to ~0 while m_img keeps u. Used by the tests and by
-``scripts/dmvae_penalty_toy.py``, which compares the penalties (docs/dmvae/README.md).
+``experiments/dmvae_penalty_toy/dmvae_penalty_toy.py``, which compares the penalties (docs/dmvae/README.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""scripts/compare_probes.py joins the results of two runs whose designs differ."""
+"""experiments/compare_probes/compare_probes.py joins the results of two runs whose designs differ."""
 
 import csv
 import subprocess
@@ -82,7 +82,7 @@ def test_compare_two_designs(tmp_path):
     out = tmp_path / "cmp"
     cmd = [
         sys.executable,
-        str(REPO / "scripts" / "compare_probes.py"),
+        str(REPO / "experiments" / "compare_probes" / "compare_probes.py"),
         f"a={tmp_path / 'a'}",
         f"b={tmp_path / 'b'}",
         "--out",

@@ -1,4 +1,4 @@
-"""scripts/dmvae_compare.py and dmvae_steps_curve.py tabulate evaluated models from their metrics.json files."""
+"""experiments/dmvae_compare and experiments/dmvae_steps_curve tabulate evaluated models from their metrics.json files."""
 
 import csv
 import subprocess
@@ -9,8 +9,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def script(name: str, out: Path, *args: str) -> list[str]:
-    """The command line of ``scripts/<name>`` writing to ``out``."""
-    return [sys.executable, str(REPO / "scripts" / name), "--out", str(out), *args]
+    """The command line of ``experiments/<question>/<name>`` writing to ``out``."""
+    return [sys.executable, str(REPO / "experiments" / Path(name).stem / name), "--out", str(out), *args]
 
 
 def test_table_from_committed_dmvae_metrics(tmp_path):

@@ -1,4 +1,4 @@
-"""scripts/dmvae_decoder_ceiling.py and dmvae_classifier_blur.py on the tiny real dataset."""
+"""experiments/dmvae_decoder_ceiling and experiments/dmvae_classifier_blur on the tiny real dataset."""
 
 import json
 import subprocess
@@ -24,7 +24,7 @@ def classifier(tiny_dataset, tmp_path_factory):
 
 
 def script(name: str, *args) -> list[str]:
-    return [sys.executable, str(REPO / "scripts" / name), *map(str, args)]
+    return [sys.executable, str(REPO / "experiments" / Path(name).stem / name), *map(str, args)]
 
 
 def test_blur_rows_start_at_the_classifiers_own_accuracy_and_move_away_from_sharp(

@@ -1,4 +1,4 @@
-"""scripts/simulation_steps_curve.py on a tiny simulation: one run resumed to each step count."""
+"""experiments/simulation_steps_curve/simulation_steps_curve.py on a tiny simulation: one run resumed to each step count."""
 
 from __future__ import annotations
 
@@ -33,7 +33,12 @@ TINY = dict(
 def run_curve(tmp: Path, *steps: int) -> subprocess.CompletedProcess:
     config = tmp / "tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
-    cmd = [sys.executable, str(REPO / "scripts/simulation_steps_curve.py"), "--config", str(config)]
+    cmd = [
+        sys.executable,
+        str(REPO / "experiments/simulation_steps_curve/simulation_steps_curve.py"),
+        "--config",
+        str(config),
+    ]
     cmd += ["--root", str(tmp / "runs"), "--out", str(tmp / "out"), "--row", "p0.75-cau"]
     cmd += ["--steps", *map(str, steps)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

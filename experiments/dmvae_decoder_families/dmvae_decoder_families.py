@@ -1,9 +1,9 @@
 """Shape drawn by each decoder ceiling against training steps and CPU seconds (issue 29).
 
-    python scripts/dmvae_decoder_families.py --out docs/dmvae/decoder_families \
+    python experiments/dmvae_decoder_families/dmvae_decoder_families.py --out docs/dmvae/decoder_families \
         docs/dmvae/decoder_family_width12.json docs/dmvae/decoder_family_width12_optimal_fg4.json ...
 
-Each argument is a JSON of `scripts/dmvae_decoder_ceiling.py` (a decoder handed the true factors,
+Each argument is a JSON of `experiments/dmvae_decoder_ceiling/dmvae_decoder_ceiling.py` (a decoder handed the true factors,
 its drawings of the test images judged by a classifier trained on real images). Writes
 ``OUT.csv`` (one row per variant and evaluated step, with the file it came from and the
 classifier's accuracy on real test images, which differs between classifiers) and ``OUT.png``:
@@ -41,14 +41,19 @@ def rows_of(path: Path) -> tuple[list[dict], float | None]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("ceilings", nargs="+", type=Path, help="JSONs of scripts/dmvae_decoder_ceiling.py")
+    p.add_argument(
+        "ceilings",
+        nargs="+",
+        type=Path,
+        help="JSONs of experiments/dmvae_decoder_ceiling/dmvae_decoder_ceiling.py",
+    )
     p.add_argument("--out", type=Path, required=True, help="output stem: OUT.csv, OUT.png")
     args = p.parse_args()
     rows, chance = [], None
     for path in args.ceilings:
         if not path.is_file():
             raise SystemExit(
-                f"{path}: no such ceiling JSON (scripts/dmvae_decoder_ceiling.py --out writes one)"
+                f"{path}: no such ceiling JSON (experiments/dmvae_decoder_ceiling/dmvae_decoder_ceiling.py --out writes one)"
             )
         more, c = rows_of(path)
         rows += more

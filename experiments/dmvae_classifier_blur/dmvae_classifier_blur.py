@@ -10,7 +10,7 @@ location, the stage-2 image likelihood with scale b). A decoder has to draw at l
 sharply as the blur at which the classifier's accuracy falls below a target before coherence
 can reach it.
 
-    python scripts/dmvae_classifier_blur.py --data runs/demo/data \\
+    python experiments/dmvae_classifier_blur/dmvae_classifier_blur.py --data runs/demo/data \\
         --classifier runs/dmvae/factor_classifier.pt --out docs/dmvae/classifier_blur.json
 
 Writes the JSON (a row per sigma, the command, the settings) and a PNG beside it (accuracy
@@ -26,13 +26,16 @@ import sys
 from pathlib import Path
 
 import torch
-from dmvae_decoder_ceiling import judge, load_split
 from torchvision.transforms.functional import gaussian_blur
 
 from mmcl.dmvae.classifier import load_classifier
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.losses import laplace_log_likelihood
 from mmcl.probing.probes import chance_level
+
+# judge and load_split are the decoder-ceiling experiment's, in the folder beside this one
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "dmvae_decoder_ceiling"))
+from dmvae_decoder_ceiling import judge, load_split  # noqa: E402
 
 
 def blur(images: torch.Tensor, sigma: float) -> torch.Tensor:

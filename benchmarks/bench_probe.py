@@ -13,7 +13,7 @@ figure to compare there. ``--parallel`` runs the measurements in concurrent work
 (each single-threaded), which keeps a contended benchmark from taking hours; the CPU times are
 unaffected by that.
 
-    python scripts/bench_probe.py [--n 10000] [--factors 7] [--device cpu] [--threads 1] [--parallel]
+    python benchmarks/bench_probe.py [--n 10000] [--factors 7] [--device cpu] [--threads 1] [--parallel]
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {
         "benchmark": "kernel ridge grid search probe (SPEC 4): alpha {1,.1,.01,.001} x gamma logspace(-2,2,4), "
         "3-fold CV, refit, test R^2; one search per factor",
-        "command": "python scripts/bench_probe.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/bench_probe.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "workload": {
             "n_fit": args.n,
             "n_test": args.n_test,

@@ -1,7 +1,7 @@
 """Which MI penalty takes content out of m_img? The synthetic stage-2 problem of
 ``mmcl.dmvae.synthetic`` (answer known), one row per (penalty, delta), each a real stage-2 fit.
 
-    python scripts/dmvae_penalty_toy.py --out docs/dmvae/penalty_toy.json
+    python experiments/dmvae_penalty_toy/dmvae_penalty_toy.py --out docs/dmvae/penalty_toy.json
 
 ``--grid input`` compares HSIC on the draw of m_img with HSIC on its mean and adds an MLP probe
 of the cell from the mean (what ``mmcl dmvae eval`` reads).
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{i + 1}/{len(grid)}] " + ", ".join(f"{k} {v}" for k, v in row.items()), flush=True)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "command": "python scripts/dmvae_penalty_toy.py --out "
+            "command": "python experiments/dmvae_penalty_toy/dmvae_penalty_toy.py --out "
             + str(args.out)
             + f" --steps {args.steps} --grid {args.grid}",
             "content_noise": NOISE,

@@ -31,8 +31,8 @@ recorded alongside.
 Prints one JSON document and writes docs/bench/train.json. The images are rendered once with
 datagen (``default`` preset) into ``--data-dir`` and reused.
 
-    python scripts/bench_train.py                      # about 30-60 min on 2 idle cores
-    python scripts/bench_train.py --quick              # smoke run
+    python benchmarks/bench_train.py                      # about 30-60 min on 2 idle cores
+    python benchmarks/bench_train.py --quick              # smoke run
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Text->image shape coherence of DMVAE runs against their stage-2 training steps (issue 13).
 
-    python scripts/dmvae_steps_curve.py --out docs/dmvae/steps_curve \
+    python experiments/dmvae_steps_curve/dmvae_steps_curve.py --out docs/dmvae/steps_curve \
         --ceiling docs/dmvae/decoder_ceiling_long.json --ceiling docs/dmvae/decoder_ceiling_width32.json \
         "stage 1 20k:2000=docs/dmvae/metrics_stage1_20k_both400_gmm_coherence.json" \
         "stage 1 20k:8000=docs/dmvae/metrics.json" ...
@@ -9,7 +9,7 @@ Each ``SERIES:STEPS=PATH`` is one `mmcl dmvae eval` metrics.json of a run traine
 stage-2 steps. For every point the shape coherence of text -> image with m_img ~ N(0, I)
 (``text2image``), with m_img from the fitted density (``text2image_gmm``, where evaluated) and of
 the reconstructions (``reconstruction_image``, the decoder's ceiling in the model), plus, with
-``--ceiling``, the decoder trained alone on the true factors (`scripts/dmvae_decoder_ceiling.py`;
+``--ceiling``, the decoder trained alone on the true factors (`experiments/dmvae_decoder_ceiling/dmvae_decoder_ceiling.py`;
 ``--ceiling`` repeats, one series per decoder width and depth; of a run with stage 2's cosine
 schedule only its last row, the end of a run of that many steps).
 Writes ``OUT.csv`` and ``OUT.png`` with the issue's target (0.6) and chance.

@@ -1,6 +1,6 @@
 """Side-by-side probe results of several runs (e.g. one recipe on two dataset designs).
 
-    python scripts/compare_probes.py default=runs/toolbox/default/probe \
+    python experiments/compare_probes/compare_probes.py default=runs/toolbox/default/probe \
         described=runs/toolbox/described/probe --out docs/toolbox
 
 Reads each ``RESULTS/results.csv`` written by ``mmcl probe`` and writes ``OUT/comparison.csv``

@@ -1,6 +1,6 @@
 """A Table 9.1-style comparison of evaluated models (`mmcl dmvae eval` metrics.json files).
 
-    python scripts/dmvae_compare.py --out docs/baselines \
+    python experiments/dmvae_compare/dmvae_compare.py --out docs/baselines \
         DMVAE=docs/dmvae/metrics.json MVAE=runs/baselines/mvae/eval/metrics.json ...
 
 A LABEL=PATH may point at a run directory instead (its eval/metrics.json; the training log

@@ -8,8 +8,8 @@ Runs go to ``ROOT/<group>_k<k>/multimodal/p1.0/seed<s>/`` through ``mmcl simulat
 ``run_grid`` (a killed call resumes; finished runs are read back), then everything found under
 ROOT is collected into ``OUT/fig_a5.csv``, ``OUT/fig_a5.json`` and ``OUT/fig_a5.png``.
 
-    python scripts/simulation_fig_a5.py --groups style --classes 3 5 10 --seeds 0   # one core
-    python scripts/simulation_fig_a5.py --collect-only                              # table + plot
+    python experiments/simulation_fig_a5/simulation_fig_a5.py --groups style --classes 3 5 10 --seeds 0   # one core
+    python experiments/simulation_fig_a5/simulation_fig_a5.py --collect-only                              # table + plot
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from mmcl.simulation.config import load_config  # noqa: E402
@@ -52,7 +52,12 @@ def run(args: argparse.Namespace) -> None:
             }
             cfg = load_config(args.config, overrides)
             t0 = time.perf_counter()
-            run_grid(cfg, args.root / f"{group}_k{k}", command="scripts/simulation_fig_a5.py", log=print)
+            run_grid(
+                cfg,
+                args.root / f"{group}_k{k}",
+                command="experiments/simulation_fig_a5/simulation_fig_a5.py",
+                log=print,
+            )
             print(f"[fig A.5] {group} k={k} seeds {args.seeds}: {time.perf_counter() - t0:.0f} s", flush=True)
 
 

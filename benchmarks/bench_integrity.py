@@ -6,7 +6,7 @@ sees an image (:func:`mmcl.png.check_png`, then the same decode) and every later
 (:func:`mmcl.png.decode_png_rgb` finds the image's digest among those it checked), and the sha256 of each shard that ``data.verify`` computes the
 first time a process opens it, as a fraction of the time its images take to decode.
 
-    python scripts/bench_integrity.py --data runs/demo/data --shards 4 --rounds 3
+    python benchmarks/bench_integrity.py --data runs/demo/data --shards 4 --rounds 3
 
 Prints one JSON document and writes docs/bench/integrity.json (paths relative to the repo).
 """
@@ -30,7 +30,7 @@ from mmcl import png
 from mmcl.data import iter_shard
 from mmcl.manifest import load_manifest
 from mmcl.paths import relative_inside
-from mmcl.png import _TV_DECODE, check_png
+from mmcl.png import TORCHVISION_DECODE, check_png
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     warnings.simplefilter("ignore", DeprecationWarning)
-    if _TV_DECODE is None:
+    if TORCHVISION_DECODE is None:
         raise SystemExit("bench_integrity: torchvision's PNG decoder is not available")
     shards = load_manifest(args.data).shards(args.split)[: args.shards]
     pngs = [[raw.members["png"] for raw in iter_shard(s)] for s in shards]
@@ -54,13 +54,13 @@ def main(argv=None) -> int:
     def baseline():
         for blobs in pngs:
             for b in blobs:
-                _TV_DECODE(b)
+                TORCHVISION_DECODE(b)
 
     def ours():  # the first time a process sees these images: check, then decode
         for blobs in pngs:
             for b in blobs:
                 check_png(b)
-                _TV_DECODE(b)
+                TORCHVISION_DECODE(b)
 
     def ours_seen():  # what mmcl.png.decode_png_rgb does for images it has checked before
         for blobs in pngs:

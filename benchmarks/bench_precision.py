@@ -5,7 +5,7 @@ without native bf16 runs, emulated on this one), with what ``mmcl.precision`` ch
 One thread, ConvNet 64x64 with global max pool, batch 32, AdamW; per precision the best of 3
 rounds of 4 steps, the two precisions alternating. Writes docs/bench/precision.json.
 
-    python scripts/bench_precision.py [--out docs/bench/precision.json]
+    python benchmarks/bench_precision.py [--out docs/bench/precision.json]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         "what": "demo image encoder (ConvNet 64x64, max pool, batch 32), one thread, s/step",
         "machine": {"cpu": cpu_summary(), "load_average": os.getloadavg()[0], "torch": torch.__version__},
         "results": results,
-        "command": "python scripts/bench_precision.py",
+        "command": "python benchmarks/bench_precision.py",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

@@ -13,7 +13,7 @@ trains the same critic (same seed, same budget) on the draws of m_i against:
 
 Reads the embeddings an eval wrote (``EVAL/embeddings``); writes JSON (seconds, seed, inputs).
 
-    python scripts/dmvae_critic_decomposition.py runs/dmvae/RUN/eval/embeddings --out docs/dmvae/critic_decomposition.json
+    python experiments/dmvae_critic_decomposition/dmvae_critic_decomposition.py runs/dmvae/RUN/eval/embeddings --out docs/dmvae/critic_decomposition.json
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from mmcl.dmvae.critic import fresh_critic_mi  # noqa: E402

@@ -7,7 +7,7 @@ the checkpoint. Then writes ``OUT/steps_curve_<row>.csv`` and ``.png``: the Tabl
 (content, style, modality-specific, and the intervention columns c, c', s) against steps, with the
 thesis's values (300 000 steps) drawn as dashed lines.
 
-    python scripts/simulation_steps_curve.py --row p0.75-cau --steps 20000 60000 200000
+    python experiments/simulation_steps_curve/simulation_steps_curve.py --row p0.75-cau --steps 20000 60000 200000
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from mmcl.checkpoint import load_checkpoint  # noqa: E402

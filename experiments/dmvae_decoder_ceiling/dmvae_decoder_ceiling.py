@@ -13,7 +13,7 @@ is measured on 1 000 *training* images: a decoder that draws the shapes it was t
 not those of new rotations is limited by the data (12 000 images of 7 shapes under random 3-D
 rotations), not by its steps.
 
-    python scripts/dmvae_decoder_ceiling.py --data runs/demo/data \\
+    python experiments/dmvae_decoder_ceiling/dmvae_decoder_ceiling.py --data runs/demo/data \\
         --classifier runs/demo/dmvae/eval/factor_classifier.pt --widths 12 \\
         --steps 4000 --eval-at 500 1000 2000 4000 --out docs/dmvae/decoder_ceiling.json
 
@@ -59,7 +59,7 @@ from mmcl.machine import cpu_summary
 from mmcl.optim import lr_factor
 from mmcl.probing.probes import chance_level
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PERIODIC = ("object_color", "spotlight_color", "background_color")  # hues in [0, 1)
 
 

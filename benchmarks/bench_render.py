@@ -13,7 +13,7 @@ plus the frontier as docs/bench/render_frontier.{csv,png}. Sections (``--section
 * ``workers``    -- images/s of ``datagen generate`` with 1 and 2 worker processes.
 * ``memory``     -- worker RSS over 500 consecutive renders.
 
-Run: ``python scripts/bench_render.py`` (about an hour on 2 cores); ``--quick`` for a smoke run.
+Run: ``python benchmarks/bench_render.py`` (about an hour on 2 cores); ``--quick`` for a smoke run.
 """
 
 from __future__ import annotations

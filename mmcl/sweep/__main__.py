@@ -1,0 +1,3 @@
+from mmcl.sweep.cli import main
+
+raise SystemExit(main())
