@@ -11,7 +11,7 @@
 
 Writes docs/bench/demo_cpu.json (machine, figures, ratios).
 
-    python scripts/bench_demo_cpu.py [--images 150] [--sections render,layout]
+    python benchmarks/bench_demo_cpu.py [--images 150] [--sections render,layout]
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
 
     result: dict = {
         "machine": {"cpu": cpu_summary(), "cores": os.cpu_count(), "torch": version("torch")},
-        "command": f"python scripts/bench_demo_cpu.py --images {args.images} --sections {args.sections}",
+        "command": f"python benchmarks/bench_demo_cpu.py --images {args.images} --sections {args.sections}",
     }
     sections = args.sections.split(",")
     t0 = time.time()
