@@ -9,6 +9,10 @@
   the default (NCHW) layout and in channels-last (``mmcl.encoders.channels_last``); best of 3
   rounds of 5 steps, the layouts alternating.
 
+* ``compile`` -- one training step (forward + backward + AdamW) of the demo's image and text
+  ConvNets together, one thread, eager against ``torch.compile`` (inductor), with the seconds the
+  first two compiled steps take; eager measured before and after.
+
 Writes docs/bench/demo_cpu.json (machine, figures, ratios).
 
     python benchmarks/bench_demo_cpu.py [--images 150] [--sections render,layout]
@@ -146,10 +150,55 @@ def bench_layout(rounds: int = 3, steps: int = 5) -> dict:
     return out
 
 
+def bench_compile(steps: int = 20) -> dict:
+    import torch
+
+    from mmcl.encoders import image_encoder, text_encoder
+
+    torch.set_num_threads(1)
+    x, ids = torch.rand(64, 3, 64, 64), torch.randint(1, 40, (64, 32))
+
+    def run(compiled: bool) -> dict:
+        torch.manual_seed(0)
+        image = image_encoder(16, backbone="convnet", resolution=64, base_channels=32, global_max_pool=True)
+        text = text_encoder(40, 32, 16)
+        opt = torch.optim.AdamW([*image.parameters(), *text.parameters()], 1e-3)
+        if compiled:
+            image.compile()
+            text.compile()
+
+        def step():
+            (image(x).square().mean() + text(ids).square().mean()).backward()
+            opt.step()
+            opt.zero_grad()
+
+        t = time.perf_counter()
+        step(), step()
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(steps):
+            step()
+        return {
+            "first_two_steps_s": round(first, 1),
+            "ms_per_step": round(1000 * (time.perf_counter() - t) / steps, 1),
+        }
+
+    out = {
+        "steps": steps,
+        "threads": 1,
+        "eager_before": run(False),
+        "compiled": run(True),
+        "eager_after": run(False),
+    }
+    eager = min(out["eager_before"]["ms_per_step"], out["eager_after"]["ms_per_step"])
+    out["compiled_over_eager"] = round(out["compiled"]["ms_per_step"] / eager, 2)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=150, help="draft images per render process and round")
-    p.add_argument("--sections", default="render,layout")
+    p.add_argument("--sections", default="render,layout,compile")
     p.add_argument("--out", type=Path, default=REPO / "docs/bench/demo_cpu.json")
     args = p.parse_args(argv)
     from importlib.metadata import version
@@ -167,6 +216,8 @@ def main(argv=None) -> int:
         print(json.dumps(result["render"]["images_per_s"]), flush=True)
     if "layout" in sections:
         result["layout"] = bench_layout()
+    if "compile" in sections:
+        result["compile"] = bench_compile()
     result["wall_s"] = round(time.time() - t0, 1)
     from mmcl.io import write_json
 
