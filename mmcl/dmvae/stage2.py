@@ -14,44 +14,19 @@ Who updates what (§9.2.4/9.2.5):
 * the penalty delta_i * I_hat reaches only the encoder of m_i: it is evaluated through a
   detached copy of D_i's parameters, and the decoder does not take part in it;
 * D_i is updated ``discriminator_steps`` times per training step (the thesis: once), after the
-  VAE step, on the step's (c, m_i) detached, with a fresh permutation each time. With one update
-  on a batch of 64 the critic was outrun: its estimate fell (2.31 -> 0.73 nats from delta 0 to
-  400) while a fresh probe still read x/y from m_img at 0.98, so the encoder was escaping a
-  critic that lagged, not shedding content. Several critic steps per VAE step are cheap (the
-  critic is a small MLP, the VAE step is dominated by the image decoder), but on the synthetic
-  problem below 3-5 of them did not stop the encoder from outrunning it.
+  VAE step, on the step's (c, m_i) detached, with a fresh permutation each time.
 
-**Which penalty.** ``mi_penalty: density_ratio`` is the thesis' Eq. 9.8 through the critic.
-On a stage-2 problem whose answer is known (:mod:`mmcl.dmvae.synthetic`,
-docs/dmvae/penalty_toy.json) the encoder fools it instead of shedding content: at delta 1000 the
-training critic reads 0.02 nats at chance accuracy while a fresh critic still finds 0.80 of the
-1.33 nats m_img held at delta 0 (and KL(q(m|x) || p(m)) triples: m is moved, not emptied);
-``symmetric`` (joint minus permuted mean logit, no free downward shift) fares no better. A
-critic is a moving target the encoder can run from. ``hsic`` penalises the normalised HSIC of
-(c, m_i) on the batch (:func:`~mmcl.dmvae.losses.normalised_hsic`): no critic to outrun, and
-invariant to rescaling m; on the same problem it takes the fresh-critic MI to 0.16 nats with
-the ELBO unchanged. It departs from the thesis (delta then weighs a dependence in [0, 1], not
-nats); D_i is still trained and logged with it, and the evaluation measures I(c; m_i) with a
-fresh critic whatever the penalty.
-
-**delta per modality.** The thesis' delta = 400 was chosen on Translated-PolyMNIST, where every
-modality is a 28x28x3 image (2 352 likelihood dimensions). Here the image likelihood sums over
-3 x 64 x 64 = 12 288 dimensions and the sentence over ~35 token positions, so one delta makes the
-penalty ~80x the whole text objective. With ``delta_scale: per_dimension`` (the default) the
-penalty of modality i is ``delta_i * D_i / reference_dimensions * I_hat`` (D_i = dimensions its
-log-likelihood sums over, reference 2 352): delta keeps the thesis' meaning of "MI weight per
-likelihood dimension of a PolyMNIST image", and equal deltas weigh every modality's MI alike
-relative to its own likelihood. ``delta_scale: none`` is the thesis' literal objective.
-
-**Which m the penalty sees.** With ``penalty_input: sample`` (the default) HSIC is computed on
-the draw of m_i the decoder gets. On Multimodal3DIdent at delta 400 that left the draws free of
-content by a fresh critic's measure (-0.15 nats) while an MLP still read x/y from the *mean* of
-q(m_img | x) at 0.73/0.69 (chance 0.35): the encoder can keep content in the mean and drown it
-in posterior noise. ``mean`` penalises the raw mean (no help on the synthetic problem: MLP 0.93),
-``whitened_mean`` the batch of means decorrelated to unit covariance (0.60) and ``both`` the
-draw and the whitened means (0.27, chance 0.25; on Multimodal3DIdent at delta 400 the MLP reads
-x/y at chance, yet a fresh critic finds 1.49 nats in the draws). docs/dmvae/README.md has the
-comparison.
+``mi_penalty``: ``density_ratio`` is the thesis' Eq. 9.8 through the critic; ``symmetric`` the
+joint minus the permuted mean logit; ``hsic`` the normalised HSIC of (c, m_i) on the batch
+(:func:`~mmcl.dmvae.losses.normalised_hsic`; delta then weighs a dependence in [0, 1], not nats;
+D_i is still trained and logged). ``delta_scale: per_dimension`` (the default) makes the penalty
+of modality i ``delta_i * D_i / reference_dimensions * I_hat`` (D_i = the dimensions its
+log-likelihood sums over, reference 2 352, a 28x28x3 PolyMNIST image, where the thesis chose
+delta = 400); ``none`` is the thesis' literal objective. ``penalty_input`` says which m the penalty
+sees: ``sample`` (the draw the decoder gets), ``mean``, ``whitened_mean`` (the batch of means
+decorrelated to unit covariance) or ``both`` (the draw and the whitened means). What each choice
+measured, and why the defaults are what they are: docs/dmvae/README.md, "Stage 2's options, as
+measured".
 
 ``content_sampling`` picks the c the decoders are trained on: 'mopoe' (the thesis: a uniform
 non-empty subset A per example, ``c ~ q_PoE(c | x_A)``), 'full' (``c ~ q_PoE(c | x)``) or
