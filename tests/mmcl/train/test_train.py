@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from mmcl.precision import choose_precision
 from mmcl.train.cli import build_cli, main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CONFIG = str(REPO / "configs/train/quickstart.yaml")
 
 

@@ -23,7 +23,7 @@ from mmcl.dmvae.losses import (
 )
 from mmcl.encoders import Posterior
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dmvae" / "tiny.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "dmvae" / "tiny.yaml"
 MODS = ["image", "text"]
 # two examples, two experts, d = 2
 MU = np.array([[[0.5, -1.0], [1.5, 0.0]], [[-0.3, 0.2], [0.1, 0.4]]])

@@ -15,7 +15,7 @@ import yaml
 from mmcl.simulation.config import ROWS, SimulationConfig, load_config
 from mmcl.simulation.generative import GenerativeProcess, condition_threshold, torch_generator
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "simulation"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "simulation"
 
 
 @pytest.fixture(autouse=True)

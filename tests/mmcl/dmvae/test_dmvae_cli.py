@@ -22,7 +22,7 @@ from mmcl.dmvae.io import DMVAEError
 from mmcl.dmvae.run import load_run
 from mmcl.precision import choose_precision
 
-CONFIG = Path(__file__).resolve().parents[2] / "configs" / "dmvae" / "tiny.yaml"
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "dmvae" / "tiny.yaml"
 
 
 def fit(root: Path, out: Path, *extra: str) -> int:

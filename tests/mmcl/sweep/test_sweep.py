@@ -12,7 +12,7 @@ import yaml
 
 from mmcl.sweep import SweepError, elbow, load_sweep_config, main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(autouse=True)
