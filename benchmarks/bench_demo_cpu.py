@@ -117,6 +117,18 @@ def bench_layout(rounds: int = 3, steps: int = 5) -> dict:
         net = text.backbone
         return text.head(net.convnet(layout(net.embedding(ids).unsqueeze(1))).flatten(1))
 
+    # The text ConvNet's input has one channel, so channels_last() leaves it as it is; this variant
+    # also holds the weights in channels-last (a copy), which is what makes its convolutions change
+    # layout. Not what mmcl does today: measured to decide whether it should.
+    import copy
+
+    text_cl = copy.deepcopy(text).to(memory_format=torch.channels_last)
+
+    def text_weights_fwd(layout):
+        net = text_cl.backbone if layout is channels_last else text.backbone
+        head = text_cl.head if layout is channels_last else text.head
+        return head(net.convnet(layout(net.embedding(ids).unsqueeze(1))).flatten(1))
+
     def decoder_fwd(layout):
         h = decoder.linear(z).view(-1, decoder.c0, decoder.s0, decoder.s0)
         return torch.sigmoid(decoder.deconv(layout(h)))
@@ -131,6 +143,7 @@ def bench_layout(rounds: int = 3, steps: int = 5) -> dict:
     for name, fwd in (
         ("image_convnet", image_fwd),
         ("text_convnet", text_fwd),
+        ("text_convnet_channels_last_weights", text_weights_fwd),
         ("dmvae_decoder_w8", decoder_fwd),
     ):
         best = {"nchw": float("inf"), "channels_last": float("inf")}
