@@ -231,7 +231,10 @@ def _init_worker(config_json: dict, mesh_root: str, device: str, threads: int, q
     _QUEUE = queue
     silence_blender()
     try:
-        pin_to(slices.get(timeout=60) if slices is not None else None)  # before Blender starts its threads
+        if slices is not None:  # before Blender starts its threads; one render thread per CPU of the slice
+            cpus = slices.get(timeout=60)
+            pin_to(cpus)
+            threads = len(cpus)
         _WORKER = ShardWorker.from_library(
             config_from_json(config_json), load_library(Path(mesh_root)), device, threads
         )

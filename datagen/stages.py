@@ -137,12 +137,11 @@ def threads_per_worker(workers: int) -> int:
 def cpu_slices(workers: int) -> list[tuple[int, ...]] | None:
     """The CPUs this process may use, split into one disjoint slice per worker process.
 
-    A Blender process asked for 1 render thread still keeps a second core busy: its task
-    scheduler's idle threads spin while the render thread works (measured on a 2-core AMD EPYC
-    Zen 3: 82 ms wall and 165 ms CPU per draft image unpinned, 79 ms wall and 79 ms CPU pinned to
-    one core; docs/bench/demo_cpu.json). Two unpinned workers on 2 cores therefore take turns instead
-    of rendering side by side. ``None`` where affinity is unavailable (not Linux) or there are more
-    workers than CPUs; the pixels do not depend on it (one render thread either way)."""
+    A Blender process keeps more cores busy than its render threads (idle threads spin while
+    they work; measured in docs/bench/demo_cpu.json), so unpinned workers that share the cores
+    take turns instead of rendering side by side. ``None`` where affinity is unavailable (not
+    Linux), for one worker, or for more workers than CPUs. The pixels do not depend on it
+    (tests/datagen/test_pipeline.py: one worker gives the same bytes as two)."""
     if not hasattr(os, "sched_getaffinity") or workers < 2:
         return None
     cpus = sorted(os.sched_getaffinity(0))
@@ -152,10 +151,9 @@ def cpu_slices(workers: int) -> list[tuple[int, ...]] | None:
     return [tuple(cpus[a:b]) for a, b in zip(bounds, bounds[1:])]
 
 
-def pin_to(cpus: tuple[int, ...] | None) -> None:
+def pin_to(cpus: tuple[int, ...]) -> None:
     """Restrict this process (and the threads it starts from now on) to ``cpus``."""
-    if cpus:
-        os.sched_setaffinity(0, cpus)
+    os.sched_setaffinity(0, cpus)
 
 
 class stdout_to_devnull:
