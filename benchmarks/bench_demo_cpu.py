@@ -1,14 +1,13 @@
-"""The demo's two CPU-layout speedups, each side by side with what it replaced, in one run.
+"""The demo's CPU speed-ups and one ruled out, each side by side with what it would replace.
 
 * ``render`` -- two render processes of one draft (64x64) image stream each, as ``datagen
   generate --workers 2`` runs them: unpinned (the old behaviour) and each pinned to its own core
   (``datagen.stages.cpu_slices``). Images/s of both together, rounds alternating, and the sha256
-  of every image stream (pinning must not change a pixel).
+  of every stream's PNGs (pinning must not change a pixel).
 * ``layout`` -- forward + backward of a batch of 64, one thread, of the demo's image ConvNet
-  (global max pool), its text ConvNet and the DMVAE's width-8/12 deconv decoder, with the input in
+  (global max pool), its text ConvNet (also with channels-last weights) and the DMVAE's width-8 deconv decoder, with the input in
   the default (NCHW) layout and in channels-last (``mmcl.encoders.channels_last``); best of 3
   rounds of 5 steps, the layouts alternating.
-
 * ``compile`` -- one training step (forward + backward + AdamW) of the demo's image and text
   ConvNets together, one thread, eager against ``torch.compile`` (inductor), with the seconds the
   first two compiled steps take; eager measured before and after.
@@ -32,33 +31,23 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _render_stream(args: tuple[int, int, bool, int]) -> tuple[float, str, float]:
-    """One process: build the draft scene, render images [start, start + n); (seconds, sha256, CPU s)."""
+    """One process: a draft ShardWorker renders the records of images [start, start + n) (one
+    image before them warms the scene); (seconds, sha256 of the PNGs, CPU seconds)."""
     start, n, pin, cpu = args
     from datagen.config import make_config
-    from datagen.design import design_of
     from datagen.meshes import load_library
-    from datagen.sampling import sample
-    from datagen.stages import pin_to, shape_words, silence_blender, threads_per_worker
+    from datagen.stages import ShardTask, ShardWorker, pin_to, silence_blender, threads_per_worker
 
     if pin:
         pin_to((cpu,))
     silence_blender()
-    from datagen.render import SceneRenderer
-
-    config = make_config({"seed": 0, "counts": {"train": start + n}, "preset": "draft"})
-    library = load_library()
-    words = shape_words(config, library)
-    design = design_of(config)
-    renderer = SceneRenderer(
-        config.render, [library.mesh(s) for s in config.shapes], threads=threads_per_worker(2)
-    )
-    first = sample(config, "train", start, words)
-    renderer.render(design.scene(first.image), first.render_seed)  # warm: scene sync, kernels
+    config = make_config({"seed": 0, "counts": {"train": start + n + 1}, "preset": "draft"})
+    worker = ShardWorker.from_library(config, load_library(), threads=threads_per_worker(2))
+    list(worker.records(ShardTask("train", 0, start + n, start + n + 1)))  # warm: scene sync, kernels
     digest = hashlib.sha256()
     wall, cpu0 = time.perf_counter(), time.process_time()
-    for i in range(start, start + n):
-        s = sample(config, "train", i, words)
-        digest.update(renderer.render(design.scene(s.image), s.render_seed).tobytes())
+    for record in worker.records(ShardTask("train", 0, start, start + n)):
+        digest.update(record["png"])
     return time.perf_counter() - wall, digest.hexdigest(), time.process_time() - cpu0
 
 

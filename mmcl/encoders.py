@@ -147,10 +147,9 @@ def downsampling_sizes(resolution: int, stop: int = 7) -> list[int]:
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` in channels-last memory layout: the same values, and the convolutions that follow run
-    in it (their outputs keep it). On one core of a 2-core AMD EPYC Zen 3 (AVX2), forward +
-    backward of a batch of 64: the DMVAE's width-8 decoder 1.22-1.36x, the demo's image ConvNet
-    1.05-1.30x faster (three runs of benchmarks/bench_demo_cpu.py); the text ConvNet's one-channel input
-    is channels-last already, so it runs as before. Results agree to float rounding (~1e-5)."""
+    in it (their outputs keep it), which is faster on CPU for the ConvNets and the DMVAE decoder
+    (docs/bench/demo_cpu.json). A one-channel input (the text ConvNet's) is channels-last already.
+    Results agree with NCHW to float rounding."""
     return x.contiguous(memory_format=torch.channels_last)
 
 
