@@ -12,17 +12,7 @@ from mmcl.probing.cli import main
 from mmcl.probing.io import EmbeddingsError
 from mmcl.probing.probes import chance_level, standardize
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/mmcl/conftest.py
 
 
 FACTORS = {

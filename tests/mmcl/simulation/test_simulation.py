@@ -18,15 +18,7 @@ from mmcl.simulation.generative import GenerativeProcess, condition_threshold, t
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "simulation"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/mmcl/conftest.py
 
 
 def tiny(**overrides) -> SimulationConfig:

@@ -15,16 +15,7 @@ from mmcl.sweep import SweepError, elbow, load_sweep_config, main
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with threadpool_limits(1):
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/mmcl/conftest.py
 
 
 def test_elbow_finds_the_knee() -> None:
