@@ -243,7 +243,12 @@ def _check_tokens(ids: torch.Tensor, max_length: int, vocab_size: int) -> None:
 
 
 class TextConvNetBackbone(nn.Module):
-    """Embedding plane -> 3 x (Conv2d 4x4 stride 2, BatchNorm, ReLU) -> flatten."""
+    """Embedding plane -> 3 x (Conv2d 4x4 stride 2, BatchNorm, ReLU) -> flatten.
+
+    The convolutions' weights are held in channels-last layout: the input plane has one channel,
+    so its layout cannot select the channels-last kernels as it does for the image ConvNet, and
+    the weights' layout does (faster on CPU, docs/bench/demo_cpu_layout.json; a checkpoint with
+    weights in the default layout loads into them unchanged, values are copied)."""
 
     def __init__(
         self, vocab_size: int, max_length: int, embedding_dim: int = 128, fbase: int = 25, pad_id: int = 0
@@ -258,7 +263,7 @@ class TextConvNetBackbone(nn.Module):
         for c_out in (fbase, 2 * fbase, 4 * fbase):
             layers += [nn.Conv2d(c_in, c_out, 4, 2, 1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
             c_in = c_out
-        self.convnet = nn.Sequential(*layers)
+        self.convnet = nn.Sequential(*layers).to(memory_format=torch.channels_last)
         h, w = max_length, embedding_dim
         for _ in range(3):
             h, w = (h - 2) // 2 + 1, (w - 2) // 2 + 1
