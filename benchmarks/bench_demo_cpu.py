@@ -4,9 +4,13 @@
   generate --workers 2`` runs them: unpinned (the old behaviour) and each pinned to its own core
   (``datagen.stages.cpu_slices``). Images/s of both together, rounds alternating, and the sha256
   of every stream's PNGs (pinning must not change a pixel).
+* ``denoise`` -- one process on one core renders 40 draft scenes with each denoiser prefilter
+  (ACCURATE: the draft preset's; FAST; NONE: the demo's) and without the denoiser: CPU ms per
+  image (best of 2 rounds, alternating) and mean PSNR against 128-sample renders of the scenes.
 * ``layout`` -- forward + backward of a batch of 64, one thread, of the demo's image ConvNet
-  (global max pool), its text ConvNet (also with channels-last weights) and the DMVAE's width-8 deconv decoder, with the input in
-  the default (NCHW) layout and in channels-last (``mmcl.encoders.channels_last``); best of 3
+  (global max pool), its text ConvNet and the DMVAE's width-8 deconv decoder, in the default
+  (NCHW) layout and in channels-last (``mmcl.encoders.channels_last``; the text ConvNet's
+  weights, which mmcl holds in channels-last, against a copy in the default layout); best of 3
   rounds of 5 steps, the layouts alternating.
 * ``compile`` -- one training step (forward + backward + AdamW) of the demo's image and text
   ConvNets together, one thread, eager against ``torch.compile`` (inductor), with the seconds the
@@ -79,6 +83,82 @@ def bench_render(images: int, rounds: int = 2) -> dict:
     return out
 
 
+# The denoiser's prefilter (its albedo/normal passes) and what each setting costs and keeps,
+# against a 128-sample render of the same scenes: the demo's draft settings otherwise.
+DENOISE_VARIANTS = {
+    "accurate": {"denoise_prefilter": "ACCURATE"},  # the draft preset's (Blender's default)
+    "fast": {"denoise_prefilter": "FAST"},
+    "none": {"denoise_prefilter": "NONE"},  # configs/datagen/demo.yaml
+    "no_denoiser": {"denoise": False},
+}
+
+
+def _denoise_variants(args: tuple[int, int, int]) -> dict:
+    """One process pinned to one CPU: ``n`` draft scenes rendered with each variant, ``rounds``
+    rounds alternating (CPU ms per image, best round), and each variant's mean PSNR against a
+    128-sample render with the draft's denoiser and against the draft preset's own pixels."""
+    n, rounds, cpu = args
+    import dataclasses
+
+    import numpy as np
+
+    from datagen.config import make_config
+    from datagen.design import design_of
+    from datagen.meshes import load_library
+    from datagen.quality import psnr
+    from datagen.stages import ShardWorker, pin_to, samples, silence_blender
+
+    pin_to((cpu,))
+    silence_blender()
+    config = make_config({"seed": 0, "counts": {"train": n}, "preset": "draft"})
+    worker = ShardWorker.from_library(config, load_library(), threads=1)
+    renderer, design = worker.renderer, design_of(config)
+    scenes = [
+        (design.scene(s.image), s.render_seed) for s in samples(config, "train", range(n), worker.words)
+    ]
+
+    def render_all(settings):
+        renderer.apply(settings, threads=1)
+        renderer.render(*scenes[0])  # warm after a settings change
+        t = time.process_time()
+        images = [renderer.render(p, seed) for p, seed in scenes]
+        return images, 1000 * (time.process_time() - t) / n
+
+    reference, _ = render_all(dataclasses.replace(config.render, samples=128))
+    out: dict = {
+        "images": n,
+        "rounds": rounds,
+        "reference": "128 samples, ACCURATE prefilter",
+        "variants": {},
+    }
+    pixels: dict = {}
+    for _ in range(rounds):
+        for name, change in DENOISE_VARIANTS.items():
+            images, ms = render_all(dataclasses.replace(config.render, **change))
+            pixels[name] = images
+            entry = out["variants"].setdefault(name, {"settings": change, "cpu_ms_per_image": []})
+            entry["cpu_ms_per_image"].append(round(ms, 1))
+    for name, entry in out["variants"].items():
+        entry["best_cpu_ms_per_image"] = min(entry["cpu_ms_per_image"])
+        entry["psnr_vs_128_samples_db"] = round(
+            float(np.mean([psnr(a, b) for a, b in zip(pixels[name], reference)])), 2
+        )
+        if name != "accurate":
+            entry["psnr_vs_accurate_db"] = round(
+                float(np.mean([psnr(a, b) for a, b in zip(pixels[name], pixels["accurate"])])), 2
+            )
+    base = out["variants"]["accurate"]["best_cpu_ms_per_image"]
+    out["speedup_over_accurate"] = {
+        k: round(base / v["best_cpu_ms_per_image"], 2) for k, v in out["variants"].items()
+    }
+    return out
+
+
+def bench_denoise(images: int = 40, rounds: int = 2) -> dict:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_denoise_variants, ((images, rounds, sorted(os.sched_getaffinity(0))[0]),))
+
+
 def bench_layout(rounds: int = 3, steps: int = 5) -> dict:
     import torch
 
@@ -102,21 +182,17 @@ def bench_layout(rounds: int = 3, steps: int = 5) -> dict:
         h = net.convnet(layout(x))
         return image.head(net.linear(torch.cat([h.flatten(1), h.amax(dim=(2, 3))], dim=1)))
 
-    def text_fwd(layout):
-        net = text.backbone
-        return text.head(net.convnet(layout(net.embedding(ids).unsqueeze(1))).flatten(1))
-
-    # The text ConvNet's input has one channel, so channels_last() leaves it as it is; this variant
-    # also holds the weights in channels-last (a copy), which is what makes its convolutions change
-    # layout. Not what mmcl does today: measured to decide whether it should.
+    # The text ConvNet's input has one channel, so channels_last() leaves it as it is; mmcl holds
+    # its weights in channels-last instead, which is what makes its convolutions change layout.
+    # The old code path is a copy with its weights in the default layout.
     import copy
 
-    text_cl = copy.deepcopy(text).to(memory_format=torch.channels_last)
+    text_default = copy.deepcopy(text).to(memory_format=torch.contiguous_format)
 
-    def text_weights_fwd(layout):
-        net = text_cl.backbone if layout is channels_last else text.backbone
-        head = text_cl.head if layout is channels_last else text.head
-        return head(net.convnet(layout(net.embedding(ids).unsqueeze(1))).flatten(1))
+    def text_fwd(layout):
+        model = text if layout is channels_last else text_default
+        net = model.backbone
+        return model.head(net.convnet(layout(net.embedding(ids).unsqueeze(1))).flatten(1))
 
     def decoder_fwd(layout):
         h = decoder.linear(z).view(-1, decoder.c0, decoder.s0, decoder.s0)
@@ -132,7 +208,6 @@ def bench_layout(rounds: int = 3, steps: int = 5) -> dict:
     for name, fwd in (
         ("image_convnet", image_fwd),
         ("text_convnet", text_fwd),
-        ("text_convnet_channels_last_weights", text_weights_fwd),
         ("dmvae_decoder_w8", decoder_fwd),
     ):
         best = {"nchw": float("inf"), "channels_last": float("inf")}
@@ -200,22 +275,31 @@ def bench_compile(steps: int = 20) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=150, help="draft images per render process and round")
-    p.add_argument("--sections", default="render,layout,compile")
+    p.add_argument("--sections", default="render,denoise,layout,compile")
     p.add_argument("--out", type=Path, default=REPO / "docs/bench/demo_cpu.json")
     args = p.parse_args(argv)
     from importlib.metadata import version
 
     from mmcl.machine import cpu_summary
+    from mmcl.paths import relative_inside
 
     result: dict = {
         "machine": {"cpu": cpu_summary(), "cores": os.cpu_count(), "torch": version("torch")},
-        "command": f"python benchmarks/bench_demo_cpu.py --images {args.images} --sections {args.sections}",
+        "command": f"python benchmarks/bench_demo_cpu.py --images {args.images} --sections {args.sections}"
+        + (
+            ""
+            if args.out == REPO / "docs/bench/demo_cpu.json"
+            else f" --out {relative_inside(str(args.out), REPO)}"
+        ),
     }
     sections = args.sections.split(",")
     t0 = time.time()
     if "render" in sections:
         result["render"] = bench_render(args.images)
         print(json.dumps(result["render"]["images_per_s"]), flush=True)
+    if "denoise" in sections:
+        result["denoise"] = bench_denoise()
+        print(json.dumps(result["denoise"]["speedup_over_accurate"]), flush=True)
     if "layout" in sections:
         result["layout"] = bench_layout()
     if "compile" in sections:
