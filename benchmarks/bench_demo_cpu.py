@@ -7,6 +7,9 @@
 * ``denoise`` -- one process on one core renders 40 draft scenes with each denoiser prefilter
   (ACCURATE: the draft preset's; FAST; NONE: the demo's) and without the denoiser: CPU ms per
   image (best of 2 rounds, alternating) and mean PSNR against 128-sample renders of the scenes.
+* ``cache`` -- ms per training batch of the demo's dataset (``--data``, default runs/demo/data),
+  epoch by epoch, read as the demo's fit reads it, without and with ``data.cache`` (decoded
+  samples kept in memory after the first epoch); the batches must be the same.
 * ``layout`` -- forward + backward of a batch of 64, one thread, of the demo's image ConvNet
   (global max pool), its text ConvNet and the DMVAE's width-8 deconv decoder, in the default
   (NCHW) layout and in channels-last (``mmcl.encoders.channels_last``; the text ConvNet's
@@ -30,6 +33,8 @@ import multiprocessing as mp
 import os
 import time
 from pathlib import Path
+
+from mmcl.paths import relative_inside
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,6 +164,37 @@ def bench_denoise(images: int = 40, rounds: int = 2) -> dict:
         return pool.apply(_denoise_variants, ((images, rounds, sorted(os.sched_getaffinity(0))[0]),))
 
 
+def bench_cache(root: Path, epochs: int = 2) -> dict:
+    """ms per training batch of 64 (one thread, decoding in this process), epoch by epoch, of the
+    dataset at ``root`` read as the demo's fit reads it, without and with ``data.cache``."""
+    import torch
+
+    from mmcl.data import MultimodalDataModule
+
+    if not (root / "manifest.json").is_file():
+        return {"skipped": f"no dataset at {relative_inside(str(root), REPO)} (run make demo first)"}
+    torch.set_num_threads(1)
+    out: dict = {"data": relative_inside(str(root), REPO), "batch": 64, "ms_per_batch": {}}
+    keys = {}
+    for cache in (False, True):
+        dm = MultimodalDataModule(str(root), batch_size=64, num_workers=0, seed=0, cache=cache)
+        loader = dm.dataloader("train", train=True)
+        name = "cache" if cache else "no_cache"
+        out["ms_per_batch"][name], keys[name] = [], []
+        for epoch in range(epochs):
+            loader.load_state_dict({"epoch": epoch, "batches_done": 0})
+            t, n = time.perf_counter(), 0
+            for batch in loader:
+                keys[name].append(batch["key"])
+                n += 1
+            out["ms_per_batch"][name].append(round(1000 * (time.perf_counter() - t) / n, 1))
+    out["same_batches"] = keys["cache"] == keys["no_cache"]
+    out["later_epochs_speedup"] = round(
+        out["ms_per_batch"]["no_cache"][-1] / out["ms_per_batch"]["cache"][-1], 1
+    )
+    return out
+
+
 def bench_layout(rounds: int = 3, steps: int = 5) -> dict:
     import torch
 
@@ -275,13 +311,13 @@ def bench_compile(steps: int = 20) -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=150, help="draft images per render process and round")
-    p.add_argument("--sections", default="render,denoise,layout,compile")
+    p.add_argument("--sections", default="render,denoise,cache,layout,compile")
     p.add_argument("--out", type=Path, default=REPO / "docs/bench/demo_cpu.json")
+    p.add_argument("--data", type=Path, default=REPO / "runs/demo/data", help="dataset of the cache section")
     args = p.parse_args(argv)
     from importlib.metadata import version
 
     from mmcl.machine import cpu_summary
-    from mmcl.paths import relative_inside
 
     result: dict = {
         "machine": {"cpu": cpu_summary(), "cores": os.cpu_count(), "torch": version("torch")},
@@ -300,6 +336,8 @@ def main(argv=None) -> int:
     if "denoise" in sections:
         result["denoise"] = bench_denoise()
         print(json.dumps(result["denoise"]["speedup_over_accurate"]), flush=True)
+    if "cache" in sections:
+        result["cache"] = bench_cache(args.data)
     if "layout" in sections:
         result["layout"] = bench_layout()
     if "compile" in sections:

@@ -213,6 +213,39 @@ def test_persistent_workers_follow_the_epoch(tiny_dataset):
     assert [b["index"].tolist() for b in again] == epochs[2]
 
 
+def test_cache_serves_the_same_batches_and_later_epochs_never_read_the_shards(copy_of):
+    """With ``cache`` the first epoch reads and decodes every shard once; the next epochs' batches
+    (another shard order and shuffle) equal the uncached loader's, also with the shard files gone
+    from disk, which the uncached loader cannot read."""
+    root = copy_of()
+
+    def epochs(cache: bool, remove_after_first: bool = False) -> list[list[dict]]:
+        dm = MultimodalDataModule(
+            str(root), batch_size=8, num_workers=0, seed=3, shuffle_buffer=10, cache=cache
+        )
+        loader = dm.dataloader("train", train=True)
+        out = []
+        for epoch in range(3):
+            loader.load_state_dict({"epoch": epoch, "batches_done": 0})
+            out.append(list(loader))
+            if remove_after_first and epoch == 0:
+                for shard in (root / "train").glob("shard-*.tar"):
+                    shard.rename(shard.with_suffix(".moved"))
+        return out
+
+    plain = epochs(cache=False)
+    cached = epochs(cache=True, remove_after_first=True)
+    assert [len(e) for e in cached] == [len(e) for e in plain] == [6, 6, 6]
+    assert plain[0][0]["key"] != plain[1][0]["key"]  # the epochs differ, so the order is tested
+    for p_epoch, c_epoch in zip(plain, cached):
+        for p, c in zip(p_epoch, c_epoch):
+            assert p["key"] == c["key"]
+            assert torch.equal(p["image"], c["image"]) and torch.equal(p["text"], c["text"])
+            assert torch.equal(p["latents_image"]["object_shape"], c["latents_image"]["object_shape"])
+    with pytest.raises(DataError):
+        epochs(cache=False)  # the shards are gone: only the cache could serve them
+
+
 def test_resampled_mode_has_a_nominal_epoch_length(tiny_dataset):
     dm = MultimodalDataModule(str(tiny_dataset), batch_size=8, num_workers=0, resampled=True, epoch_batches=9)
     loader = dm.dataloader("train", train=True)
