@@ -60,18 +60,25 @@ OTHERS = (
 )
 
 
-# What each stage takes on the machine the demo was tuned on (2 cores, AMD EPYC with native bf16,
-# docs/demo/README.md), in minutes. A stage projected to take more than OVER_BUDGET times this,
-# once it has run GRACE_SECONDS, gets one line saying so and why it may be (no silent 4-hour runs).
+# What each stage takes, in minutes, on 2 cores, by the precision the trainings will choose
+# (mmcl.precision): the fit and the DMVAE run about 2x longer in fp32 than with native bf16.
+# A stage projected to take more than OVER_BUDGET times this, once it has run GRACE_SECONDS,
+# gets one line saying so and why it may be (no silent 4-hour runs). Measured in the runs of
+# docs/demo/README.md: "32-true" on the AVX2-only AMD EPYC with the current configs,
+# "bf16-mixed" on the Intel Xeon with native bf16 with the configs before (3 500 fit steps, the
+# denoiser's ACCURATE prefilter: longer than now, so its watch warns late rather than early).
 EXPECTED_MINUTES = {
-    "assets": 1.5,  # a first build from the Debian packages; cached afterwards
-    "data": 14.0,
-    "validate": 0.3,
-    "fit": 11.5,
-    "dmvae": 15.0,
-    "embed": 0.3,
-    "probe": 0.5,
-}
+    "bf16-mixed": {"assets": 1.5, "data": 13.0, "validate": 0.3, "fit": 10.5, "dmvae": 12.0, "embed": 0.3, "probe": 0.5},
+    "32-true": {"assets": 1.5, "data": 9.5, "validate": 0.3, "fit": 19.0, "dmvae": 19.0, "embed": 0.3, "probe": 0.5},
+}  # fmt: skip
+
+
+def expected_minutes() -> tuple[dict[str, float], str]:
+    """The stage expectations for the precision this CPU's trainings will choose, and that precision."""
+    precision, _ = choose_precision("cpu", None)
+    return dict(EXPECTED_MINUTES.get(precision, EXPECTED_MINUTES["32-true"])), precision
+
+
 OVER_BUDGET = 3.0
 GRACE_SECONDS = 60.0
 # "ETA 12.3 min" (mmcl dmvae), "ETA=1:02:03" / "ETA 0:12:05" / "ETA 12:05" (mmcl fit's bar, datagen)
@@ -177,7 +184,7 @@ class Demo:
         self.timings: dict[str, float] = {}
         self.together: list[tuple[str, ...]] = []  # stages that ran at the same time
         self.threads: int | None = None  # torch threads per command while stages share the CPU
-        self.expected = dict(EXPECTED_MINUTES)  # minutes per stage (tests shrink them)
+        self.expected, self.precision = expected_minutes()  # minutes per stage (tests shrink them)
         self.grace = GRACE_SECONDS
         self.cpu = cpu_summary()  # printed with every stage and kept in its record
 
@@ -216,7 +223,8 @@ class Demo:
         self, name: str, commands: Callable[[], Iterable[list[str]]], prefix: bool = False
     ) -> None:
         print(
-            f"\n[demo] ===== {name} ===== (expected {self.expected[name]:.1f} min; {self.cpu})",
+            f"\n[demo] ===== {name} ===== (expected {self.expected[name]:.1f} min with {self.precision} "
+            f"trainings; {self.cpu})",
             flush=True,
         )
         t0 = time.perf_counter()
@@ -225,13 +233,14 @@ class Demo:
         for cmd in commands():
             self.run(cmd, name if prefix else None, watch)
             ran.append(shlex.join(repo_relative(arg) for arg in cmd))  # no path of this machine
-        seconds = time.perf_counter() - t0
+        # rounded as the record keeps it, so a rerun's report (from the records) says the same
+        seconds = round(time.perf_counter() - t0, 1)
         self.timings[name] = seconds
         self.stages.mkdir(parents=True, exist_ok=True)
         marker = self.stages / f"{name}.json"
         record = {
             "commands": ran,
-            "seconds": round(seconds, 1),
+            "seconds": seconds,
             "cpu": self.cpu,
             "threads": self.threads,
         }

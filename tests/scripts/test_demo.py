@@ -152,6 +152,26 @@ def test_budget_watch_warns_once_after_its_grace_with_the_cause():
     assert silent.check(now=29.0) is None and "(so far)" in silent.check(now=31.0)  # elapsed alone
 
 
+def test_stage_expectations_follow_the_precision_the_cpu_gets(tmp_path, monkeypatch):
+    """fp32 trainings take about twice as long as native bf16 ones, so the watch expects them to:
+    the Zen 3 run's fit (25.6 min in fp32) was 2.2x the bf16 expectation and near the 3x line.
+    Which precision a CPU gets is mmcl.precision's (tested there); a bf16 CPU is not at hand,
+    so its answer is set here."""
+    demo = load_demo()
+    monkeypatch.setattr(demo, "choose_precision", lambda device, requested: ("bf16-mixed", "native bf16"))
+    bf16 = demo.Demo(tmp_path, 1, {})
+    monkeypatch.setattr(demo, "choose_precision", lambda device, requested: ("32-true", "no native bf16"))
+    fp32 = demo.Demo(tmp_path, 1, {})
+    assert bf16.precision == "bf16-mixed" and fp32.precision == "32-true"
+    assert fp32.expected["fit"] >= 1.5 * bf16.expected["fit"]
+    assert fp32.expected["dmvae"] >= 1.5 * bf16.expected["dmvae"]
+    fp32.expected["quick"] = 1.0
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        fp32.stage("quick", lambda: [])
+    assert "(expected 1.0 min with 32-true trainings;" in buf.getvalue()
+
+
 def test_a_slow_stage_gets_one_warning_line_while_it_runs(tmp_path):
     """A real stage whose command runs longer than 3x its expectation (made tiny here)."""
     demo = load_demo()
