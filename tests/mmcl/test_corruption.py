@@ -1,5 +1,5 @@
-"""Damaged data on real rendered shards: ``mmcl fit``, ``mmcl embed`` and ``datagen validate``
-end with exit status 2 and one sentence naming the shard (and the key where there is one), or,
+"""Damaged data on real shards (the painted ``fake_shards``, tests/mmcl/conftest.py): ``mmcl fit``,
+``mmcl embed`` and ``datagen validate`` end with exit status 2 and one sentence naming the shard (and the key where there is one), or,
 under ``--data.on_corrupt skip``, train on and count; the interpreter never dies from a signal.
 
 Each command runs as a real process (`python -m mmcl.cli` / `datagen.cli`), because what went
@@ -86,9 +86,9 @@ def reseal(root: Path) -> None:
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
-def damaged_copy(tiny_dataset: Path, dest: Path, corruption: str) -> Path:
+def damaged_copy(fake_shards: Path, dest: Path, corruption: str) -> Path:
     edit, resealed, _ = CORRUPTIONS[corruption]
-    shutil.copytree(tiny_dataset, dest)
+    shutil.copytree(fake_shards, dest)
     for rel in (SHARD, VAL_SHARD):
         edit(dest / rel)
     if resealed:
@@ -122,17 +122,17 @@ def assert_one_sentence(done: subprocess.CompletedProcess, command: str, *names:
 
 
 @pytest.fixture(scope="module")
-def fitted(tiny_dataset, tmp_path_factory) -> Path:
+def fitted(fake_shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("corruption_fit")
-    done = run(*fit_args(tiny_dataset, out), cwd=out)
+    done = run(*fit_args(fake_shards, out), cwd=out)
     assert done.returncode == 0, done.stderr[-3000:]
     return out / "checkpoints" / "last.ckpt"
 
 
 # ----------------------------------------------------------------------------- the suite
 @pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
-def test_damaged_shard_is_one_sentence_and_exit_2(corruption, tiny_dataset, fitted, tmp_path):
-    root = damaged_copy(tiny_dataset, tmp_path / "data", corruption)
+def test_damaged_shard_is_one_sentence_and_exit_2(corruption, fake_shards, fitted, tmp_path):
+    root = damaged_copy(fake_shards, tmp_path / "data", corruption)
     _, _, detail = CORRUPTIONS[corruption]
     # fit reads the damaged training shard
     done = run(*fit_args(root, tmp_path / "fit"), cwd=tmp_path)
@@ -157,44 +157,44 @@ def test_damaged_shard_is_one_sentence_and_exit_2(corruption, tiny_dataset, fitt
 
 
 @pytest.mark.parametrize("corruption", ["png_bit_flips", "missing_png", "json_out_of_range"])
-def test_skip_policy_trains_on_and_counts(corruption, tiny_dataset, tmp_path):
-    root = damaged_copy(tiny_dataset, tmp_path / "data", corruption)
+def test_skip_policy_trains_on_and_counts(corruption, fake_shards, tmp_path):
+    root = damaged_copy(fake_shards, tmp_path / "data", corruption)
     done = run(*fit_args(root, tmp_path / "fit", "--data.on_corrupt", "skip"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "skipped corrupt sample (1 so far" in done.stderr and f"{SHARD}:{KEY}" in done.stderr
     assert (tmp_path / "fit" / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_sha256_mismatch_under_skip_warns_and_reads_on(tiny_dataset, tmp_path):
-    root = damaged_copy(tiny_dataset, tmp_path / "data", "sha256_differs")
+def test_sha256_mismatch_under_skip_warns_and_reads_on(fake_shards, tmp_path):
+    root = damaged_copy(fake_shards, tmp_path / "data", "sha256_differs")
     done = run(*fit_args(root, tmp_path / "fit", "--data.on_corrupt", "skip"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert f"{SHARD}: sha256 differs" in done.stderr and "reading its samples anyway" in done.stderr
 
 
-def test_verify_false_reads_a_changed_shard(tiny_dataset, tmp_path):
-    root = damaged_copy(tiny_dataset, tmp_path / "data", "sha256_differs")  # same samples, padded
+def test_verify_false_reads_a_changed_shard(fake_shards, tmp_path):
+    root = damaged_copy(fake_shards, tmp_path / "data", "sha256_differs")  # same samples, padded
     done = run(*fit_args(root, tmp_path / "fit", "--data.verify", "false"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_bad_config_value_is_one_sentence(tiny_dataset, tmp_path):
-    done = run(*fit_args(tiny_dataset, tmp_path / "fit", "--data.batch_size", "0"), cwd=tmp_path)
+def test_bad_config_value_is_one_sentence(fake_shards, tmp_path):
+    done = run(*fit_args(fake_shards, tmp_path / "fit", "--data.batch_size", "0"), cwd=tmp_path)
     assert_one_sentence(done, "mmcl fit", "data.batch_size must be >= 1")
 
 
 # ----------------------------------------------------------------------------- PNG check
-def render_png(tiny_dataset: Path) -> bytes:
-    with tarfile.open(tiny_dataset / SHARD) as tar:
+def render_png(fake_shards: Path) -> bytes:
+    with tarfile.open(fake_shards / SHARD) as tar:
         return tar.extractfile(f"{KEY}.png").read()
 
 
-def test_png_fuzz_never_kills_the_process(tiny_dataset, tmp_path):
-    """2 000 random corruptions of a real render, decoded in a child process: half are raw byte
+def test_png_fuzz_never_kills_the_process(fake_shards, tmp_path):
+    """2 000 random corruptions of a real shard PNG, decoded in a child process: half are raw byte
     damage (bit flips, overwritten and cut bytes: mostly caught by a CRC), half damage the
     image data and then recompute the CRC (the inflate, length, window and filter checks must
     catch them). Each decodes or raises PNGError, and the child exits normally."""
-    (tmp_path / "render.png").write_bytes(render_png(tiny_dataset))
+    (tmp_path / "render.png").write_bytes(render_png(fake_shards))
     script = f"""
 import struct, zlib
 import numpy as np
@@ -256,8 +256,8 @@ print(refused["raw"], refused["resealed"])
     assert raw > 950 and resealed > 950, (raw, resealed)  # nearly all caught, none crashed
 
 
-def test_png_check_accepts_what_libpng_and_pil_decode(tiny_dataset):
-    data = render_png(tiny_dataset)
+def test_png_check_accepts_what_libpng_and_pil_decode(fake_shards):
+    data = render_png(fake_shards)
     assert check_png(data) is True
     expected = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert (decode_png_rgb(data).permute(1, 2, 0).numpy() == expected).all()
@@ -276,14 +276,14 @@ def test_png_check_accepts_what_libpng_and_pil_decode(tiny_dataset):
         (lambda d: b"GIF89a" + d[6:], "no PNG signature"),
     ],
 )
-def test_png_check_names_the_problem(tiny_dataset, damage, message):
+def test_png_check_names_the_problem(fake_shards, damage, message):
     with pytest.raises(PNGError, match=message):
-        decode_png_rgb(damage(render_png(tiny_dataset)))
+        decode_png_rgb(damage(render_png(fake_shards)))
 
 
-def test_png_check_catches_what_only_libpng_would_see(tiny_dataset):
+def test_png_check_catches_what_only_libpng_would_see(fake_shards):
     """Valid CRCs around image data that libpng rejects (it would segfault inside torchvision)."""
-    data = render_png(tiny_dataset)
+    data = render_png(fake_shards)
     pos = 8
     while data[pos + 4 : pos + 8] != b"IDAT":
         pos += 12 + struct.unpack(">I", data[pos : pos + 4])[0]

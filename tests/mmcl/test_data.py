@@ -1,4 +1,4 @@
-"""mmcl.data on a real rendered dataset (tests/conftest.py ``tiny_dataset``: 48/16/16 samples,
+"""mmcl.data on real shards (tests/mmcl/conftest.py ``fake_shards``: 48/16/16 samples,
 32x32, 16 per shard, so 3 train shards): decoding, epoch partition over ranks and workers,
 deterministic shuffling, exact mid-epoch resume, resampling, corrupt samples, bad input."""
 
@@ -75,8 +75,8 @@ def round_robin(per_role: list[list[dict]], first_role: int = 0) -> list[dict]:
     return out
 
 
-def test_manifest_factor_table_and_tokenizer(tiny_dataset):
-    m = load_manifest(tiny_dataset)
+def test_manifest_factor_table_and_tokenizer(fake_shards):
+    m = load_manifest(fake_shards)
     assert [f.name for f in m.content_factors()] == ["object_shape", "object_xpos", "object_ypos"]
     assert "object_color_name" not in [f.name for f in m.factors_of("text")]
     assert "object_color_index" in [f.name for f in m.factors_of("text")]
@@ -84,9 +84,9 @@ def test_manifest_factor_table_and_tokenizer(tiny_dataset):
     assert len(m.shards("train")) == 3 and m.tokenizer.vocabulary[0] == "<pad>"
 
 
-def test_batches_hold_exactly_the_shard_contents(tiny_dataset):
-    truth = shard_samples(tiny_dataset, "val")
-    dm = MultimodalDataModule(str(tiny_dataset), batch_size=5, num_workers=0)
+def test_batches_hold_exactly_the_shard_contents(fake_shards):
+    truth = shard_samples(fake_shards, "val")
+    dm = MultimodalDataModule(str(fake_shards), batch_size=5, num_workers=0)
     batches = list(dm.dataloader("val", train=False))
     assert [len(b["index"]) for b in batches] == [5, 5, 5, 1]  # evaluation keeps the partial batch
     seen = []
@@ -112,9 +112,9 @@ def test_batches_hold_exactly_the_shard_contents(tiny_dataset):
 @pytest.mark.parametrize(
     "world_size, n_workers, batch_size", [(1, 1, 8), (1, 3, 5), (2, 4, 4), (3, 2, 5), (4, 5, 2)]
 )
-def test_epoch_is_partitioned_over_ranks_and_workers(tiny_dataset, world_size, n_workers, batch_size):
+def test_epoch_is_partitioned_over_ranks_and_workers(fake_shards, world_size, n_workers, batch_size):
     """More consumers than the 3 shards is fine; every rank gets the same number of batches."""
-    m = load_manifest(tiny_dataset)
+    m = load_manifest(fake_shards)
     per_rank = []
     for rank in range(world_size):
         stream = ShardStream(
@@ -138,8 +138,8 @@ def test_epoch_is_partitioned_over_ranks_and_workers(tiny_dataset, world_size, n
     assert 48 - len(flat) < world_size * batch_size  # only the drop_last remainder is left out
 
 
-def test_evaluation_covers_every_sample_on_several_ranks(tiny_dataset):
-    m = load_manifest(tiny_dataset)
+def test_evaluation_covers_every_sample_on_several_ranks(fake_shards):
+    m = load_manifest(fake_shards)
     seen = []
     for rank in range(2):
         stream = ShardStream(m, "test", 3, train=False, shuffle=False, rank=rank, world_size=2, num_workers=2)
@@ -156,8 +156,8 @@ def test_epoch_plan_arithmetic():
     assert [skipped_batches(4, r, 3) for r in range(3)] == [2, 1, 1]
 
 
-def test_shuffling_is_a_function_of_seed_epoch_and_rank(tiny_dataset):
-    m = load_manifest(tiny_dataset)
+def test_shuffling_is_a_function_of_seed_epoch_and_rank(fake_shards):
+    m = load_manifest(fake_shards)
 
     def order(seed, epoch, rank=0):
         s = ShardStream(
@@ -180,11 +180,11 @@ def test_shuffling_is_a_function_of_seed_epoch_and_rank(tiny_dataset):
     assert set(order(0, 0)).isdisjoint(order(0, 0, rank=1))
 
 
-def test_real_worker_processes_serve_round_robin_and_resume_exactly(tiny_dataset):
+def test_real_worker_processes_serve_round_robin_and_resume_exactly(fake_shards):
     """Through the real DataLoader with 4 worker processes (more than the 3 shards): one
     epoch's batches, then a loader resumed after 5 batches continues with batch 5 onwards."""
     dm = MultimodalDataModule(
-        str(tiny_dataset), batch_size=4, num_workers=4, seed=5, shuffle_buffer=6, persistent_workers=False
+        str(fake_shards), batch_size=4, num_workers=4, seed=5, shuffle_buffer=6, persistent_workers=False
     )
     loader = dm.dataloader("train", train=True)
     loader.load_state_dict({"epoch": 1, "batches_done": 0})
@@ -203,8 +203,8 @@ def test_real_worker_processes_serve_round_robin_and_resume_exactly(tiny_dataset
     assert resumed.wait_seconds > 0
 
 
-def test_persistent_workers_follow_the_epoch(tiny_dataset):
-    dm = MultimodalDataModule(str(tiny_dataset), batch_size=8, num_workers=2, persistent_workers=True)
+def test_persistent_workers_follow_the_epoch(fake_shards):
+    dm = MultimodalDataModule(str(fake_shards), batch_size=8, num_workers=2, persistent_workers=True)
     loader = dm.dataloader("train", train=True)
     epochs = [[b["index"].tolist() for b in loader] for _ in range(3)]  # epochs 0, 1, 2
     assert epochs[0] != epochs[1] != epochs[2]
@@ -246,8 +246,8 @@ def test_cache_serves_the_same_batches_and_later_epochs_never_read_the_shards(co
         epochs(cache=False)  # the shards are gone: only the cache could serve them
 
 
-def test_resampled_mode_has_a_nominal_epoch_length(tiny_dataset):
-    dm = MultimodalDataModule(str(tiny_dataset), batch_size=8, num_workers=0, resampled=True, epoch_batches=9)
+def test_resampled_mode_has_a_nominal_epoch_length(fake_shards):
+    dm = MultimodalDataModule(str(fake_shards), batch_size=8, num_workers=0, resampled=True, epoch_batches=9)
     loader = dm.dataloader("train", train=True)
     e0 = [b["index"].tolist() for b in loader]
     e1 = [b["index"].tolist() for b in loader]
@@ -279,10 +279,10 @@ def rewrite_shard(path: Path, edit) -> None:
 
 
 @pytest.fixture
-def copy_of(tiny_dataset, tmp_path):
+def copy_of(fake_shards, tmp_path):
     def make() -> Path:
         root = tmp_path / "copy"
-        shutil.copytree(tiny_dataset, root)
+        shutil.copytree(fake_shards, root)
         return root
 
     return make
@@ -351,11 +351,11 @@ def test_vocabulary_that_does_not_match_the_shards(copy_of):
         iterate(root, "val")
 
 
-def test_checkpoint_vocabulary_must_equal_the_manifest(tiny_dataset):
-    vocab = list(load_manifest(tiny_dataset).tokenizer.vocabulary)
-    MultimodalDataModule(str(tiny_dataset), expected_vocabulary=vocab)
+def test_checkpoint_vocabulary_must_equal_the_manifest(fake_shards):
+    vocab = list(load_manifest(fake_shards).tokenizer.vocabulary)
+    MultimodalDataModule(str(fake_shards), expected_vocabulary=vocab)
     with pytest.raises(DataError, match=r"manifest.json: the vocabulary of the checkpoint does not match"):
-        MultimodalDataModule(str(tiny_dataset), expected_vocabulary=vocab[:-1] + ["zzz"])
+        MultimodalDataModule(str(fake_shards), expected_vocabulary=vocab[:-1] + ["zzz"])
 
 
 def test_missing_files_and_bad_settings(copy_of, tmp_path):

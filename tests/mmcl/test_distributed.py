@@ -126,7 +126,7 @@ def test_single_process_is_identity():
 
 
 @pytest.mark.slow
-def test_mmcl_fit_with_ddp_on_two_cpu_processes(tiny_dataset, tmp_path):
+def test_mmcl_fit_with_ddp_on_two_cpu_processes(fake_shards, tmp_path):
     """The real CLI with strategy ddp on 2 CPU processes: each rank gets half of every epoch."""
     root = tmp_path / "run"
     cmd = [
@@ -137,7 +137,7 @@ def test_mmcl_fit_with_ddp_on_two_cpu_processes(tiny_dataset, tmp_path):
         "--config",
         "configs/train/quickstart.yaml",
         "--data.root",
-        str(tiny_dataset),
+        str(fake_shards),
         "--data.batch_size",
         "4",
         "--data.num_workers",

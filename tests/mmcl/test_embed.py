@@ -20,11 +20,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tiny_dataset, tmp_path_factory) -> Path:
+def checkpoint(fake_shards, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("embed_run")
     argv = [
         "--config", str(REPO / "configs/train/quickstart.yaml"),
-        "--data.root", str(tiny_dataset), "--data.batch_size", "16", "--data.num_workers", "0",
+        "--data.root", str(fake_shards), "--data.batch_size", "16", "--data.num_workers", "0",
         "--model.encoding_size", "5", "--seed_everything", "3", "--trainer.max_steps", "2",
         "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root),
@@ -44,9 +44,9 @@ def shard_json(root: Path, split: str) -> dict[int, dict]:
     return out
 
 
-def test_embeddings_follow_the_format(checkpoint, tiny_dataset, tmp_path, capsys):
+def test_embeddings_follow_the_format(checkpoint, fake_shards, tmp_path, capsys):
     out = tmp_path / "emb"
-    assert main([str(checkpoint), str(tiny_dataset), "--split", "val", "test", "--out", str(out)]) == 0
+    assert main([str(checkpoint), str(fake_shards), "--split", "val", "test", "--out", str(out)]) == 0
     assert "val (16 samples), test (16 samples)" in capsys.readouterr().out
     meta = json.loads((out / "embeddings.json").read_text())
     image_factors = [
@@ -80,7 +80,7 @@ def test_embeddings_follow_the_format(checkpoint, tiny_dataset, tmp_path, capsys
         assert arrays["image"].dtype == np.float32 and arrays["image"].shape == (16, 5)
         assert arrays["text"].shape == (16, 5)
         assert set(arrays) == {"image", "text", *(f"factor:{n}" for n in set(image_factors + text_factors))}
-        truth = shard_json(tiny_dataset, split)
+        truth = shard_json(fake_shards, split)
         for name in image_factors + text_factors:
             values = arrays[f"factor:{name}"]
             kind = meta["factors"][name]["kind"]
@@ -89,15 +89,15 @@ def test_embeddings_follow_the_format(checkpoint, tiny_dataset, tmp_path, capsys
             assert values.tolist() == [truth[i][modality][name] for i in range(16)], name
 
 
-def test_embeddings_are_the_model_outputs(checkpoint, tiny_dataset, tmp_path):
+def test_embeddings_are_the_model_outputs(checkpoint, fake_shards, tmp_path):
     out = tmp_path / "emb"
     assert (
-        main([str(checkpoint), str(tiny_dataset), "--split", "test", "--out", str(out), "--batch-size", "3"])
+        main([str(checkpoint), str(fake_shards), "--split", "test", "--out", str(out), "--batch-size", "3"])
         == 0
     )
     arrays = np.load(out / "embeddings_test.npz")
     module, _ = load_module(checkpoint)
-    dm = MultimodalDataModule(str(tiny_dataset), batch_size=16, num_workers=0)
+    dm = MultimodalDataModule(str(fake_shards), batch_size=16, num_workers=0)
     batch = normalize_images(next(iter(dm.dataloader("test", train=False))))
     with torch.no_grad():
         z_image, z_text = module(batch["image"], batch["text"])
@@ -106,26 +106,26 @@ def test_embeddings_are_the_model_outputs(checkpoint, tiny_dataset, tmp_path):
     assert np.allclose(arrays["text"], z_text[order].numpy(), atol=1e-5)
 
 
-def test_vocabulary_mismatch_and_missing_checkpoint(checkpoint, tiny_dataset, tmp_path, capsys):
+def test_vocabulary_mismatch_and_missing_checkpoint(checkpoint, fake_shards, tmp_path, capsys):
     other = tmp_path / "other"
-    shutil.copytree(tiny_dataset, other)
+    shutil.copytree(fake_shards, other)
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["tokenizer"]["vocabulary"].append("zebra")
     (other / "manifest.json").write_text(json.dumps(manifest))
     assert main([str(checkpoint), str(other), "--out", str(tmp_path / "e")]) == 2
     err = capsys.readouterr().err
     assert "vocabulary of the checkpoint does not match" in err and str(checkpoint) in err
-    assert main([str(tmp_path / "none.ckpt"), str(tiny_dataset), "--out", str(tmp_path / "e")]) == 2
+    assert main([str(tmp_path / "none.ckpt"), str(fake_shards), "--out", str(tmp_path / "e")]) == 2
     assert "none.ckpt: checkpoint not found" in capsys.readouterr().err
 
 
-def test_convnet_image_backbone_trains_and_embeds(tiny_dataset, tmp_path):
+def test_convnet_image_backbone_trains_and_embeds(fake_shards, tmp_path):
     """``model.image_backbone: convnet`` takes the resolution from the manifest, and the
     checkpoint alone rebuilds it (with its global max pool) for ``mmcl embed``."""
     root = tmp_path / "convnet_run"
     argv = [
         "--config", str(REPO / "configs/train/quickstart.yaml"),
-        "--data.root", str(tiny_dataset), "--data.batch_size", "16", "--data.num_workers", "0",
+        "--data.root", str(fake_shards), "--data.batch_size", "16", "--data.num_workers", "0",
         "--model.encoding_size", "4", "--model.image_backbone", "convnet",
         "--model.image_base_channels", "8", "--model.image_global_max_pool", "true",
         "--trainer.max_steps", "2",
@@ -135,11 +135,11 @@ def test_convnet_image_backbone_trains_and_embeds(tiny_dataset, tmp_path):
     assert fit_main(argv) == 0
     ckpt = root / "checkpoints" / "last.ckpt"
     module, _ = load_module(ckpt)
-    resolution = json.loads((tiny_dataset / "manifest.json").read_text())["config"]["render"]["resolution"]
+    resolution = json.loads((fake_shards / "manifest.json").read_text())["config"]["render"]["resolution"]
     assert module.hparams.image_backbone == "convnet" and module.hparams.image_resolution == resolution
     assert type(module.image_encoder.backbone).__name__ == "ConvImageBackbone"
     assert module.image_encoder.backbone.global_max_pool
     out = tmp_path / "emb"
-    assert main([str(ckpt), str(tiny_dataset), "--split", "test", "--out", str(out)]) == 0
+    assert main([str(ckpt), str(fake_shards), "--split", "test", "--out", str(out)]) == 0
     arrays = np.load(out / "embeddings_test.npz")
     assert arrays["image"].shape[1] == 4 and np.isfinite(arrays["image"]).all()

@@ -99,13 +99,13 @@ def test_vocabulary_comparison_names_first_difference():
         tok.check_same_vocabulary(VOCAB[:-1], "ckpt")
 
 
-def test_every_sentence_of_a_real_dataset_round_trips(tiny_dataset):
-    manifest = json.loads((tiny_dataset / "manifest.json").read_text())
+def test_every_sentence_of_a_real_dataset_round_trips(fake_shards):
+    manifest = json.loads((fake_shards / "manifest.json").read_text())
     tok = Tokenizer.from_spec(manifest["tokenizer"])
     n = 0
     for shards in manifest["shards"].values():
         for shard in shards:
-            with tarfile.open(tiny_dataset / shard["file"]) as tar:
+            with tarfile.open(fake_shards / shard["file"]) as tar:
                 for member in tar.getmembers():
                     if member.name.endswith(".txt"):
                         sentence = tar.extractfile(member).read().decode()

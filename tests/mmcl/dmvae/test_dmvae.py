@@ -36,8 +36,8 @@ SMALL_SPECIFIC = dict(
 
 
 @pytest.fixture(scope="module")
-def data(tiny_dataset):
-    return DMVAEDataModule(str(tiny_dataset), batch_size=16, num_workers=0)
+def data(fake_shards):
+    return DMVAEDataModule(str(fake_shards), batch_size=16, num_workers=0)
 
 
 @pytest.fixture(scope="module")
@@ -245,8 +245,8 @@ def test_image_decoder_residual_layers_keep_the_plain_stack_loadable():
 
 
 # ----------------------------------------------------------------------------- grammar
-def test_grammar_parses_every_real_sentence_exactly(tiny_dataset):
-    manifest = load_manifest(tiny_dataset)
+def test_grammar_parses_every_real_sentence_exactly(fake_shards):
+    manifest = load_manifest(fake_shards)
     grammar = Grammar(manifest)
     n = 0
     for split in ("train", "val", "test"):
@@ -267,8 +267,8 @@ def test_grammar_parses_every_real_sentence_exactly(tiny_dataset):
     assert n == 80
 
 
-def test_grammar_rejects_near_misses(tiny_dataset):
-    manifest = load_manifest(tiny_dataset)
+def test_grammar_rejects_near_misses(fake_shards):
+    manifest = load_manifest(fake_shards)
     grammar = Grammar(manifest)
     good = 'A "red" cow is at the top-left of the image.'
     assert grammar.parse(good).object_shape == [s["word"] for s in manifest.raw["shapes"]].index("cow")

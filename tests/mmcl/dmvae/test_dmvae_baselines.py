@@ -173,14 +173,14 @@ def metrics_rows(run: Path) -> list[dict]:
     "objective, impartial",
     [("mvae", "none"), ("mmvae", "none"), ("mopoe", "none"), ("mmvae_plus", "none"), ("mvae", "imtl_g")],
 )
-def test_each_baseline_learns_on_real_shards(tiny_dataset, tmp_path, objective, impartial):
+def test_each_baseline_learns_on_real_shards(fake_shards, tmp_path, objective, impartial):
     """60 steps on the 48 tiny training pairs: the text objective rises clearly above its start."""
     extra = ["--baseline.model.objective", objective, "--baseline.trainer.max_steps", "60"]
     extra += ["--baseline.model.impartial", impartial]
     if objective == "mmvae_plus":
         extra += ["--baseline.model.specific_size", "2"]
     run = tmp_path / f"{objective}_{impartial}"
-    assert fit(tiny_dataset, run, *extra) == 0
+    assert fit(fake_shards, run, *extra) == 0
     rows = [r for r in metrics_rows(run) if r.get("baseline/text/objective")]
     text = [float(r["baseline/text/objective"]) for r in rows]
     assert np.mean(text[-5:]) > np.mean(text[:3]) + 20, text  # nats per sentence
@@ -188,9 +188,9 @@ def test_each_baseline_learns_on_real_shards(tiny_dataset, tmp_path, objective, 
     assert cos and all(-1 <= c <= 1 for c in cos)
 
 
-def test_impartial_baseline_fits_and_evaluates_like_the_dmvae(tiny_dataset, tmp_path):
+def test_impartial_baseline_fits_and_evaluates_like_the_dmvae(fake_shards, tmp_path):
     run = tmp_path / "pcgrad"
-    assert fit(tiny_dataset, run, "--baseline.model.impartial", "pcgrad") == 0
+    assert fit(fake_shards, run, "--baseline.model.impartial", "pcgrad") == 0
     ckpt = torch.load(run / "baseline" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert ckpt["global_step"] == 8 and ckpt["hyper_parameters"]["impartial"] == "pcgrad"
     cos = [r["baseline/grad_cos"] for r in metrics_rows(run) if r.get("baseline/grad_cos")]
@@ -226,11 +226,11 @@ def test_impartial_baseline_fits_and_evaluates_like_the_dmvae(tiny_dataset, tmp_
                             "text": "one sampled sentence (this model has no m_txt)"}  # fmt: skip
 
 
-def test_baseline_run_resumes_to_the_straight_run(tiny_dataset, tmp_path):
+def test_baseline_run_resumes_to_the_straight_run(fake_shards, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert fit(tiny_dataset, straight) == 0
-    assert fit(tiny_dataset, resumed, "--baseline.trainer.max_steps", "4") == 0
-    assert fit(tiny_dataset, resumed) == 0
+    assert fit(fake_shards, straight) == 0
+    assert fit(fake_shards, resumed, "--baseline.trainer.max_steps", "4") == 0
+    assert fit(fake_shards, resumed) == 0
     a = torch.load(straight / "baseline/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     b = torch.load(resumed / "baseline/checkpoints/last.ckpt", map_location="cpu", weights_only=True)
     assert b["global_step"] == 8
@@ -247,8 +247,8 @@ def test_baseline_run_resumes_to_the_straight_run(tiny_dataset, tmp_path):
         (["--stages", "[1,baseline]"], "either the DMVAE"),
     ],
 )
-def test_bad_baseline_settings_are_one_sentence(tiny_dataset, tmp_path, capsys, argv, message):
-    base = ["fit", "--config", str(CONFIG), "--data.root", str(tiny_dataset), "--out", str(tmp_path / "r")]
+def test_bad_baseline_settings_are_one_sentence(fake_shards, tmp_path, capsys, argv, message):
+    base = ["fit", "--config", str(CONFIG), "--data.root", str(fake_shards), "--out", str(tmp_path / "r")]
     stages = [] if "--stages" in argv else ["--stages", "[baseline]"]
     assert dmvae_main([*base, *stages, *argv]) == 2
     assert message in capsys.readouterr().err

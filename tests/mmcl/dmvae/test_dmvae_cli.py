@@ -30,9 +30,9 @@ def fit(root: Path, out: Path, *extra: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_dataset, tmp_path_factory) -> Path:
+def tiny_run(fake_shards, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dmvae") / "run"
-    assert fit(tiny_dataset, out) == 0
+    assert fit(fake_shards, out) == 0
     return out
 
 
@@ -63,9 +63,9 @@ def test_fit_writes_every_stage_and_the_resolved_config(tiny_run):
         torch.testing.assert_close(s2[f"content_model.{k}"], v, rtol=0, atol=0)
 
 
-def test_rerun_skips_finished_stages(tiny_run, tiny_dataset, capsys):
+def test_rerun_skips_finished_stages(tiny_run, fake_shards, capsys):
     before = (tiny_run / "stage2" / "checkpoints" / "last.ckpt").stat().st_mtime_ns
-    assert fit(tiny_dataset, tiny_run, "--stages", "[1,2,gmm]") == 0
+    assert fit(fake_shards, tiny_run, "--stages", "[1,2,gmm]") == 0
     out = capsys.readouterr().out
     assert "stage 1:" in out and "already reached max_steps=8; skipped" in out
     assert "gmm:" in out and "up to date" in out
@@ -74,20 +74,20 @@ def test_rerun_skips_finished_stages(tiny_run, tiny_dataset, capsys):
 
 
 @pytest.mark.parametrize("stage", ["1", "2"])
-def test_resume_matches_an_uninterrupted_run(tiny_dataset, tmp_path, stage):
+def test_resume_matches_an_uninterrupted_run(fake_shards, tmp_path, stage):
     """Stop after 4 of 8 steps (the state a kill leaves: checkpoint at step 4), rerun to 8: the
     weights equal those of a straight 8-step run (data order, RNG and optimisers restored)."""
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     first = ["--stages", "[1]"] if stage == "1" else ["--stages", "[2]"]
     if stage == "2":  # both stage-2 runs start from the same stage-1 checkpoint
-        assert fit(tiny_dataset, tmp_path / "s1", "--stages", "[1]") == 0
+        assert fit(fake_shards, tmp_path / "s1", "--stages", "[1]") == 0
         s1 = str(tmp_path / "s1" / "stage1" / "checkpoints" / "last.ckpt")
         first += ["--stage1_checkpoint", s1]
     key = f"--stage{stage}.trainer.max_steps"
-    assert fit(tiny_dataset, straight, *first) == 0
-    assert fit(tiny_dataset, resumed, *first, key, "4") == 0
+    assert fit(fake_shards, straight, *first) == 0
+    assert fit(fake_shards, resumed, *first, key, "4") == 0
     assert _state(resumed / f"stage{stage}" / "checkpoints" / "last.ckpt")["global_step"] == 4
-    assert fit(tiny_dataset, resumed, *first) == 0
+    assert fit(fake_shards, resumed, *first) == 0
     a = _state(straight / f"stage{stage}" / "checkpoints" / "last.ckpt")
     b = _state(resumed / f"stage{stage}" / "checkpoints" / "last.ckpt")
     assert b["global_step"] == 8
@@ -242,8 +242,8 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad input
-def test_stage2_without_stage1_checkpoint(tiny_dataset, tmp_path, capsys):
-    assert fit(tiny_dataset, tmp_path / "run", "--stages", "[2]") == 2
+def test_stage2_without_stage1_checkpoint(fake_shards, tmp_path, capsys):
+    assert fit(fake_shards, tmp_path / "run", "--stages", "[2]") == 2
     err = capsys.readouterr().err
     assert "stage 2 needs a trained stage 1" in err and "stage1/checkpoints/last.ckpt does not exist" in err
 
@@ -260,7 +260,7 @@ class _Payload:
         return os.system, (f"touch {self.marker}",)
 
 
-def test_checkpoint_carrying_a_pickled_callable_is_refused(tiny_run, tiny_dataset, tmp_path, capsys):
+def test_checkpoint_carrying_a_pickled_callable_is_refused(tiny_run, fake_shards, tmp_path, capsys):
     marker = tmp_path / "ran"
     ckpt = torch.load(
         tiny_run / "stage1" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
@@ -268,15 +268,15 @@ def test_checkpoint_carrying_a_pickled_callable_is_refused(tiny_run, tiny_datase
     ckpt["hyper_parameters"]["payload"] = _Payload(marker)
     evil = tmp_path / "evil.ckpt"
     torch.save(ckpt, evil)
-    assert fit(tiny_dataset, tmp_path / "run", "--stages", "[2]", "--stage1_checkpoint", str(evil)) == 2
+    assert fit(fake_shards, tmp_path / "run", "--stages", "[2]", "--stage1_checkpoint", str(evil)) == 2
     err = capsys.readouterr().err
     assert "refused" in err and str(evil) in err and "could run code" in err
     assert not marker.exists(), "the pickle's code ran"
 
 
-def test_checkpoint_from_another_vocabulary(tiny_run, tiny_dataset, tmp_path, capsys):
+def test_checkpoint_from_another_vocabulary(tiny_run, fake_shards, tmp_path, capsys):
     other = tmp_path / "other"
-    shutil.copytree(tiny_dataset, other)
+    shutil.copytree(fake_shards, other)
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["tokenizer"]["vocabulary"].append("zebra")
     (other / "manifest.json").write_text(json.dumps(manifest))
@@ -287,10 +287,10 @@ def test_checkpoint_from_another_vocabulary(tiny_run, tiny_dataset, tmp_path, ca
     assert "different vocabulary" in capsys.readouterr().err
 
 
-def test_checkpoint_with_another_encoding_size(tiny_run, tiny_dataset, tmp_path, capsys):
+def test_checkpoint_with_another_encoding_size(tiny_run, fake_shards, tmp_path, capsys):
     s1 = str(tiny_run / "stage1" / "checkpoints" / "last.ckpt")
     rc = fit(
-        tiny_dataset,
+        fake_shards,
         tmp_path / "run",
         "--stages",
         "[2]",
@@ -303,9 +303,9 @@ def test_checkpoint_with_another_encoding_size(tiny_run, tiny_dataset, tmp_path,
     assert "encoding_size 4 but the config says stage1.model.encoding_size 6" in capsys.readouterr().err
 
 
-def test_resume_with_other_settings_is_refused(tiny_run, tiny_dataset, capsys):
+def test_resume_with_other_settings_is_refused(tiny_run, fake_shards, capsys):
     rc = fit(
-        tiny_dataset,
+        fake_shards,
         tiny_run,
         "--stages",
         "[2]",
@@ -326,15 +326,15 @@ def test_resume_with_other_settings_is_refused(tiny_run, tiny_dataset, capsys):
         (["--stages", "[3]"], "--stages takes a list of 1, 2, gmm"),
     ],
 )
-def test_bad_config_values(tiny_run, tiny_dataset, tmp_path, capsys, argv, message):
+def test_bad_config_values(tiny_run, fake_shards, tmp_path, capsys, argv, message):
     s1 = str(tiny_run / "stage1" / "checkpoints" / "last.ckpt")
-    rc = fit(tiny_dataset, tmp_path / "run", "--stages", "[2]", "--stage1_checkpoint", s1, *argv)
+    rc = fit(fake_shards, tmp_path / "run", "--stages", "[2]", "--stage1_checkpoint", s1, *argv)
     assert rc == 2
     assert message in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_killed_fit_resumes_to_completion(tiny_dataset, tmp_path):
+def test_killed_fit_resumes_to_completion(fake_shards, tmp_path):
     """SIGKILL a real `mmcl dmvae fit` process after its first checkpoint; the rerun finishes."""
     out = tmp_path / "run"
     cmd = [
@@ -346,7 +346,7 @@ def test_killed_fit_resumes_to_completion(tiny_dataset, tmp_path):
         "--config",
         str(CONFIG),
         "--data.root",
-        str(tiny_dataset),
+        str(fake_shards),
         "--out",
         str(out),
         "--stages",

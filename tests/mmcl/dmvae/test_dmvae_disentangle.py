@@ -65,10 +65,10 @@ def _factor_latents(records: list[dict], seed: int = 0) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def test_autoregressive_decoder_writes_grammar_sentences_from_their_latents(tiny_dataset):
+def test_autoregressive_decoder_writes_grammar_sentences_from_their_latents(fake_shards):
     """After a short teacher-forced fit the greedy decoder reproduces the training sentences
     token for token, and the grammar parses them back to their factors."""
-    manifest = load_manifest(tiny_dataset)
+    manifest = load_manifest(fake_shards)
     tokenizer = manifest.tokenizer
     records, ids = [], []
     for shard in manifest.shards("train"):

@@ -1,5 +1,5 @@
 """`mmcl sweep` end to end: a real simulation sweep and a real Multimodal3DIdent sweep (mmcl fit ->
-mmcl embed -> probe on the tiny rendered dataset)."""
+mmcl embed -> probe on the tiny painted dataset, tests/mmcl/conftest.py ``fake_shards``)."""
 
 from __future__ import annotations
 
@@ -123,12 +123,12 @@ def test_simulation_sweep_finds_the_content_size(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_m3di_sweep_runs_fit_embed_probe(tiny_dataset, tmp_path: Path) -> None:
+def test_m3di_sweep_runs_fit_embed_probe(fake_shards, tmp_path: Path) -> None:
     """The Multimodal3DIdent path through the real `mmcl fit` and `mmcl embed` CLIs."""
     cfg = {
         "kind": "multimodal3dident", "encoding_sizes": [2, 3], "seeds": [0],
         "multimodal3dident": {
-            "train_config": str(REPO / "configs/train/quickstart.yaml"), "dataset_root": str(tiny_dataset),
+            "train_config": str(REPO / "configs/train/quickstart.yaml"), "dataset_root": str(fake_shards),
             "fit_args": ["--data.batch_size", "8", "--data.num_workers", "0", "--trainer.max_steps", "6",
                          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
                          "--trainer.log_every_n_steps", "2", "--checkpoint.every_n_train_steps", "6"],

@@ -61,21 +61,21 @@ def rows(root: Path, version: int = 0) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def run(tiny_dataset, tmp_path_factory) -> Path:
+def run(fake_shards, tmp_path_factory) -> Path:
     """An uninterrupted 6-step (2-epoch) run."""
     root = tmp_path_factory.mktemp("fit") / "uninterrupted"
-    assert main(args(tiny_dataset, root)) == 0
+    assert main(args(fake_shards, root)) == 0
     return root
 
 
-def test_run_writes_config_logs_and_checkpoints(run, tiny_dataset):
+def test_run_writes_config_logs_and_checkpoints(run, fake_shards):
     ckpt = last(run)
     assert ckpt["global_step"] == 6 and ckpt["epoch"] == 1 and ckpt["mmcl_seed"] == 1
     assert ckpt["mmcl_precision"] == "32-true"  # quickstart.yaml sets it: an explicit precision wins
     assert ckpt["hyper_parameters"]["encoding_size"] == 3
     config = yaml.safe_load((run / "logs/version_0/config.yaml").read_text())
     assert config["model"]["encoding_size"] == 3 and config["seed_everything"] == 1
-    assert config["data"]["root"] == str(tiny_dataset) and config["data"]["seed"] == 1
+    assert config["data"]["root"] == str(fake_shards) and config["data"]["seed"] == 1
     assert config["trainer"]["gradient_clip_val"] == 2.0 and config["checkpoint"]["dirpath"] == str(
         run / "checkpoints"
     )
@@ -108,9 +108,9 @@ def test_run_writes_config_logs_and_checkpoints(run, tiny_dataset):
     assert len(accs) == 2 and all(0 <= a <= 1 for a in accs)  # one probe evaluation per validation epoch
 
 
-def test_unset_precision_is_chosen_for_this_cpu_logged_and_recorded(tiny_dataset, tmp_path, capsys):
+def test_unset_precision_is_chosen_for_this_cpu_logged_and_recorded(fake_shards, tmp_path, capsys):
     root = tmp_path / "auto"
-    assert main(args(tiny_dataset, root, "--trainer.precision", "null", "--trainer.max_steps", "2")) == 0
+    assert main(args(fake_shards, root, "--trainer.precision", "null", "--trainer.max_steps", "2")) == 0
     chosen, reason = choose_precision("cpu", None)
     assert f"[mmcl fit] precision {chosen}: {reason}" in capsys.readouterr().out
     assert last(root)["mmcl_precision"] == chosen
@@ -137,24 +137,24 @@ def assert_same_weights(a: dict, b: dict) -> None:
     assert a["lr_schedulers"] == b["lr_schedulers"]
 
 
-def test_stop_at_epoch_boundary_then_resume_gives_the_same_weights(run, tiny_dataset, tmp_path):
+def test_stop_at_epoch_boundary_then_resume_gives_the_same_weights(run, fake_shards, tmp_path):
     root = tmp_path / "stopped"
-    fit_with(args(tiny_dataset, root), StopAt(3, crash=False))
+    fit_with(args(fake_shards, root), StopAt(3, crash=False))
     assert last(root)["global_step"] == 3
-    assert main(args(tiny_dataset, root, "--ckpt_path", "last")) == 0
+    assert main(args(fake_shards, root, "--ckpt_path", "last")) == 0
     resumed = last(root)
     assert resumed["global_step"] == 6
     assert_same_weights(resumed, last(run))
     assert (root / "logs/version_1/config.yaml").is_file()  # the resumed run has its own config
 
 
-def test_crash_mid_epoch_then_resume_repeats_no_step(run, tiny_dataset, tmp_path):
+def test_crash_mid_epoch_then_resume_repeats_no_step(run, fake_shards, tmp_path):
     root = tmp_path / "crashed"
     every2 = ("--checkpoint.every_n_train_steps", "2")
     with pytest.raises(RuntimeError, match="simulated crash"):
-        fit_with(args(tiny_dataset, root, *every2), StopAt(5, crash=True))
+        fit_with(args(fake_shards, root, *every2), StopAt(5, crash=True))
     assert last(root)["global_step"] == 4  # one batch into epoch 1 (steps 4..6)
-    assert main(args(tiny_dataset, root, *every2, "--ckpt_path", "last")) == 0
+    assert main(args(fake_shards, root, *every2, "--ckpt_path", "last")) == 0
     steps = [int(r["step"]) for r in rows(root, version=1) if r["train/loss"]]
     assert steps == [4, 5]  # Lightning logs step k-1 for the k-th step: only steps 5 and 6 ran
     assert last(root)["global_step"] == 6
@@ -162,12 +162,12 @@ def test_crash_mid_epoch_then_resume_repeats_no_step(run, tiny_dataset, tmp_path
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume(run, tiny_dataset, tmp_path):
+def test_sigkill_mid_epoch_then_resume(run, fake_shards, tmp_path):
     """A real SIGKILL of ``mmcl fit`` at an arbitrary moment; resuming from whatever
     checkpoint survived ends with the uninterrupted run's weights."""
     root = tmp_path / "killed"
     every2 = ("--checkpoint.every_n_train_steps", "2")
-    cmd = [sys.executable, "-m", "mmcl.cli", "fit", *args(tiny_dataset, root, *every2)]
+    cmd = [sys.executable, "-m", "mmcl.cli", "fit", *args(fake_shards, root, *every2)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     while not (root / "checkpoints" / "last.ckpt").exists() and time.time() < deadline:  # written atomically
@@ -176,21 +176,21 @@ def test_sigkill_mid_epoch_then_resume(run, tiny_dataset, tmp_path):
     proc.wait()
     step = last(root)["global_step"]
     assert 2 <= step < 6
-    assert main(args(tiny_dataset, root, *every2, "--ckpt_path", "last")) == 0
+    assert main(args(fake_shards, root, *every2, "--ckpt_path", "last")) == 0
     assert_same_weights(last(root), last(run))
 
 
-def test_unknown_config_keys_are_errors(tiny_dataset, tmp_path, capsys):
-    assert main(args(tiny_dataset, tmp_path / "x", "--model.encoding_sise", "4")) == 2
+def test_unknown_config_keys_are_errors(fake_shards, tmp_path, capsys):
+    assert main(args(fake_shards, tmp_path / "x", "--model.encoding_sise", "4")) == 2
     assert "encoding_sise" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"model": {"learning_rate": 0.1}}))
-    assert main(args(tiny_dataset, tmp_path / "x", "--config", str(bad))) == 2
+    assert main(args(fake_shards, tmp_path / "x", "--config", str(bad))) == 2
     assert "learning_rate" in capsys.readouterr().err
 
 
-def test_bad_values_give_one_clear_sentence(tiny_dataset, tmp_path, capsys):
-    assert main(args(tiny_dataset, tmp_path / "x", "--model.encoding_size", "0")) == 2
+def test_bad_values_give_one_clear_sentence(fake_shards, tmp_path, capsys):
+    assert main(args(fake_shards, tmp_path / "x", "--model.encoding_size", "0")) == 2
     err = capsys.readouterr().err
     assert "encoding_size must be a positive integer" in err and "Traceback" not in err
     assert main(args(tmp_path / "no_dataset", tmp_path / "x")) == 2
@@ -208,7 +208,7 @@ def test_paper_config_matches_table_a2b(tmp_path):
 
 
 @pytest.mark.slow
-def test_quickstart_config_lowers_the_contrastive_loss(tiny_dataset, tmp_path):
+def test_quickstart_config_lowers_the_contrastive_loss(fake_shards, tmp_path):
     """30 steps of configs/train/quickstart.yaml on 48 samples: the symmetric InfoNCE loss falls
     from about log(16) (chance) well towards its tau = 1 floor."""
     root = tmp_path / "qs"
@@ -216,7 +216,7 @@ def test_quickstart_config_lowers_the_contrastive_loss(tiny_dataset, tmp_path):
         "--config",
         CONFIG,
         "--data.root",
-        str(tiny_dataset),
+        str(fake_shards),
         "--data.batch_size",
         "16",
         "--trainer.max_steps",
