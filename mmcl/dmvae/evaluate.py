@@ -462,10 +462,26 @@ def evaluate(
     data_root: str | None = None,
     skip: tuple[str, ...] = (),
     probe_factors: list[str] | None = None,
+    probe_representations: list[str] | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Run every evaluation of one DMVAE run; writes metrics.json and friends to ``out``."""
+    """Run every evaluation of one DMVAE run; writes metrics.json and friends to ``out``.
+    ``probe_representations``: the latents probed (default all of ``REPRESENTATIONS``)."""
+    unknown = sorted(set(probe_representations or ()) - set(REPRESENTATIONS))
+    if unknown:
+        raise DMVAEError(
+            f"--probe-representations: unknown {', '.join(unknown)}; expected some of {', '.join(REPRESENTATIONS)}"
+        )
     t0 = time.perf_counter()
+    seconds: dict[str, float] = {}  # per part, in metrics.json: where an eval's time goes
+    mark = [t0]
+
+    def part_done(name: str) -> None:
+        now = time.perf_counter()
+        seconds[name] = round(now - mark[0], 1)
+        mark[0] = now
+        log(f"{name}: {seconds[name]:.0f}s")
+
     run = load_run(run_dir, data_root)
     module, data = run.module, run.data
     out_dir = Path(out) if out else run.layout.eval_dir
@@ -473,6 +489,7 @@ def evaluate(
     grammar = Grammar(data.manifest)
     cls_path = Path(classifier_path) if classifier_path else out_dir / "factor_classifier.pt"
     classifier, cls_meta = get_classifier(cls_path, data, classifier_epochs, seed, log)
+    part_done("factor classifier")
     metrics: dict[str, Any] = {
         # paths relative to the folder of metrics.json (mmcl.paths)
         "run": relative_to_folder(run.layout.root, out_dir),
@@ -493,6 +510,7 @@ def evaluate(
     real_feats = coh.pop("_features_real")
     t2i_feats = coh.pop("_features_text2image", None)
     metrics["coherence"] = coh
+    part_done("coherence")
     fd: dict[str, float] = {}
     if t2i_feats is not None:
         fd["text2image"] = frechet_distance(t2i_feats, real_feats)
@@ -503,14 +521,18 @@ def evaluate(
         if feats is not None:
             fd["unconditional"] = frechet_distance(feats, real_feats)
         metrics["unconditional"] = unc
+        part_done("unconditional samples")
     metrics["fd_factor_classifier"] = fd
     log("test ELBO ...")
     metrics["elbo"] = test_elbo(module, data, split, seed)
+    part_done("test ELBO")
     if "probing" not in skip:
         log("embeddings + probing ...")
         arrays = {s: encode_split(module, data, s, seed) for s in ("val", split)}
         emb_dir = out_dir / "embeddings"
-        reps = tuple(r for r in REPRESENTATIONS if r in arrays[split])
+        wanted = probe_representations or REPRESENTATIONS
+        reps = tuple(r for r in REPRESENTATIONS if r in arrays[split] and r in wanted)
+        part_done("embeddings")
         write_embeddings(
             emb_dir,
             arrays,
@@ -554,6 +576,7 @@ def evaluate(
             ],
         )
         metrics["leakage"] = leakage(matrix)
+        part_done("probing")
         if "critic" not in skip:
             log("fresh-critic MI ...")
             metrics["mi_fresh_critic"] = {
@@ -589,6 +612,7 @@ def evaluate(
                     for rep in ("m_image", "m_text")
                     if rep in arrays[split]
                 }
+            part_done("fresh-critic MI")
     rows = []
     for direction in ("text2image", "image2text"):
         for f, v in coh.get(direction, {}).items():
@@ -604,6 +628,7 @@ def evaluate(
             )
     write_csv(out_dir / "coherence.csv", rows)
     metrics["seconds"] = round(time.perf_counter() - t0, 1)
+    metrics["part_seconds"] = seconds
     write_json(out_dir / "metrics.json", metrics)
     log(summary(metrics, run.layout.root))
     return metrics
@@ -670,6 +695,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--probe-factors", nargs="+", default=None, help="factors to probe (default: every numeric one)"
     )
     p.add_argument(
+        "--probe-representations",
+        nargs="+",
+        default=None,
+        help=f"latents to probe (default all: {' '.join(REPRESENTATIONS)})",
+    )
+    p.add_argument(
         "--n-unconditional", type=int, default=2000, help="unconditional samples for FD / parse rate"
     )
     p.add_argument(
@@ -699,6 +730,7 @@ def main(argv: list[str]) -> int:
             args.data,
             tuple(args.skip),
             args.probe_factors,
+            args.probe_representations,
         )
     except (DMVAEError, DataError) as exc:
         return user_error("mmcl dmvae eval", exc)

@@ -505,7 +505,7 @@ def specific_samples(
     return _per_example(data, split, draw, max_samples)
 
 
-def _fit_prior(samples: np.ndarray, cfg, path: Path, meta: dict, what: str, log) -> None:
+def _fit_prior(samples: np.ndarray, cfg, path: Path, meta: dict, what: str, log, encoded_s: float) -> None:
     t0 = time.perf_counter()
     try:
         prior = fit_content_prior(samples, cfg.gmm.n_components, cfg.gmm.covariance_type, cfg.seed_everything)
@@ -514,7 +514,7 @@ def _fit_prior(samples: np.ndarray, cfg, path: Path, meta: dict, what: str, log)
     prior.save(path, meta)
     log(
         f"gmm: {cfg.gmm.n_components} components on {len(samples)} {what} "
-        f"({time.perf_counter() - t0:.0f}s) -> {path}"
+        f"(encoded in {encoded_s:.0f}s, fitted in {time.perf_counter() - t0:.0f}s) -> {path}"
     )
 
 
@@ -549,8 +549,9 @@ def run_gmm(cfg, layout: RunLayout, log=print) -> Path:
     }
     if not _up_to_date(layout.gmm, meta, log):
         content = load_content_module(s1_path, data.vocabulary)
+        t0 = time.perf_counter()
         c = content_samples(content, data, "train", cfg.seed_everything, cfg.gmm.max_samples)
-        _fit_prior(c, cfg, layout.gmm, meta, "content embeddings", log)
+        _fit_prior(c, cfg, layout.gmm, meta, "content embeddings", log, time.perf_counter() - t0)
     s2_path = layout.checkpoint("2")
     if not s2_path.is_file():
         log(f"gmm: no stage-2 checkpoint {s2_path} yet; the densities of m_i are fitted after stage 2")
@@ -570,8 +571,9 @@ def run_gmm(cfg, layout: RunLayout, log=print) -> Path:
             "fitted_on": f"one draw of m_{modality} ~ q(m_{modality} | x_{modality}) per training example",
         }
         if not _up_to_date(path, m_meta, log):
+            t0 = time.perf_counter()
             m = specific_samples(module, data, modality, "train", cfg.seed_everything, cfg.gmm.max_samples)
-            _fit_prior(m, cfg, path, m_meta, f"draws of m_{modality}", log)
+            _fit_prior(m, cfg, path, m_meta, f"draws of m_{modality}", log, time.perf_counter() - t0)
     return layout.gmm
 
 
@@ -585,14 +587,13 @@ def fit(argv: list[str], log=print) -> dict[str, Any]:
     saved = save_resolved_config(parser, cfg, layout)
     log(f"mmcl dmvae fit: run {layout.root}, stages {cfg.stages}, resolved config {saved}")
     out: dict[str, Any] = {"config": saved}
-    if "1" in cfg.stages:
-        out["stage1"] = run_stage1(cfg, layout, log)
-    if "2" in cfg.stages:
-        out["stage2"] = run_stage2(cfg, layout, log)
-    if "gmm" in cfg.stages:
-        out["gmm"] = run_gmm(cfg, layout, log)
-    if "baseline" in cfg.stages:
-        out["baseline"] = run_baseline(cfg, layout, log)
+    runners = {"1": ("stage1", run_stage1), "2": ("stage2", run_stage2), "gmm": ("gmm", run_gmm)}
+    runners["baseline"] = ("baseline", run_baseline)
+    for stage, (key, runner) in runners.items():
+        if stage in cfg.stages:
+            t0 = time.perf_counter()
+            out[key] = runner(cfg, layout, log)
+            log(f"{key}: {(time.perf_counter() - t0) / 60:.1f} min")  # where a run's time goes
     return out
 
 

@@ -184,6 +184,14 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
     )
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
+    # where the eval's time went, part by part, adding up to (at most) its whole
+    parts = metrics["part_seconds"]
+    assert list(parts) == [
+        "factor classifier", "coherence", "unconditional samples", "test ELBO", "embeddings", "probing",
+        "fresh-critic MI",
+    ]  # fmt: skip
+    assert all(v >= 0 for v in parts.values()) and sum(parts.values()) <= metrics["seconds"] + 0.5
+    assert parts["factor classifier"] > 0
     # evaluated runs tabulate into the ablation table and plot without refitting
     argv = [
         "ablate",
@@ -239,6 +247,23 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
         and npz["m_image"].shape == (16, 4)
         and npz["factor:object_shape"].dtype == np.int64
     )
+
+
+def test_eval_probes_only_the_representations_asked_for(tiny_run, tmp_path, capsys):
+    """`--probe-representations` (the demo leaves out the log-variances): only those latents
+    are written and probed, the leakage table follows; an unknown name is one error line."""
+    out = tmp_path / "eval"
+    common = ["eval", "--run", str(tiny_run), "--out", str(out), "--classifier-epochs", "1"]
+    common += ["--skip", "unconditional", "critic", "--probes", "logistic"]
+    assert dmvae_main([*common, "--probe-representations", "m_image", "c"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    emb = json.loads((out / "embeddings" / "embeddings.json").read_text())
+    assert set(emb["representations"]) == {"c", "m_image"} == set(metrics["leakage"])
+    before = (out / "metrics.json").read_bytes()
+    assert dmvae_main([*common, "--probe-representations", "m_image", "m_imgae"]) == 2
+    err = capsys.readouterr().err
+    assert "--probe-representations: unknown m_imgae" in err and "m_image_logvar" in err
+    assert (out / "metrics.json").read_bytes() == before
 
 
 # ----------------------------------------------------------------------------- bad input
