@@ -215,3 +215,43 @@ def test_threads_cap_reaches_the_commands_of_stages_run_together(tmp_path):
     with contextlib.redirect_stdout(buf):
         uncapped.stages_together({"probe_threads": lambda: [show], "other": lambda: []})
     assert f"threads {os.cpu_count()}" in buf.getvalue()
+
+
+def test_stages_that_follow_a_lane_run_beside_the_other_lane(tmp_path):
+    """embed/probe after the fit while the DMVAE still trains: ``then`` stages wait for their
+    lane's stage, run while the other lane is still busy, and the wall time counts the longest
+    lane once instead of every stage one after another."""
+    demo = load_demo()
+    run = demo.Demo(tmp_path, 1, {})
+    flag = tmp_path / "follower_ran"
+
+    def python(code: str) -> list[str]:
+        return [sys.executable, "-c", code]
+
+    first = python(
+        f"import time, pathlib; time.sleep(0.5); pathlib.Path({str(tmp_path / 'first')!r}).touch()"
+    )
+    # fails unless the first stage of its lane has finished
+    follower = python(
+        f"import pathlib, sys\nif not pathlib.Path({str(tmp_path / 'first')!r}).exists(): sys.exit(1)\n"
+        f"pathlib.Path({str(flag)!r}).touch()"
+    )
+    # fails unless the follower runs while this stage is still going
+    other = python(
+        "import pathlib, sys, time\n"
+        f"for _ in range(100):\n    time.sleep(0.1)\n    if pathlib.Path({str(flag)!r}).exists(): sys.exit(0)\n"
+        "sys.exit(1)"
+    )
+    for name in ("first", "follower", "other"):
+        run.expected[name] = 1.0
+    with contextlib.redirect_stdout(io.StringIO()):
+        run.stages_together(
+            {"first": lambda: [first], "other": lambda: [other]},
+            then={"first": [("follower", lambda: [follower])]},
+        )
+    assert run.together == [(("first", "follower"), ("other",))]
+    t = run.timings
+    assert run.wall_seconds() == pytest.approx(max(t["first"] + t["follower"], t["other"]))
+    assert run.wall_seconds() < t["first"] + t["follower"] + t["other"]
+    lines = demo.report_markdown(tmp_path, [], {}, t, together=run.together, wall_seconds=run.wall_seconds())
+    assert any(line.startswith("| follower (at the same time as other) |") for line in lines)
