@@ -13,26 +13,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
-TINY = dict(
-    content_n=2,
-    style_n=2,
-    modality_n=2,
-    encoding_size=2,
-    cond_pool=2000,
-    encoder_widths=[32, 64, 32],
-    batch_size=128,
-    lr=1e-3,
-    eval_samples=300,
-    checkpoint_every=5,
-    log_every=5,
-    device="cpu",
-    threads=1,
-)
+TINY = REPO / "configs/simulation/tiny.yaml"  # what tests/mmcl/simulation trains too
 
 
 def run_curve(tmp: Path, *steps: int) -> subprocess.CompletedProcess:
-    config = tmp / "tiny.yaml"
-    config.write_text(yaml.safe_dump(TINY))
+    config = TINY
     cmd = [
         sys.executable,
         str(REPO / "experiments/simulation_steps_curve/simulation_steps_curve.py"),

@@ -22,27 +22,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/mmcl/conftest.py
 
 
 def tiny(**overrides) -> SimulationConfig:
-    """A small but real configuration: d = 6, content 2, tiny encoders."""
-    values = dict(
-        settings=["multimodal"],
-        rows=["p1.0"],
-        seeds=[0],
-        content_n=2,
-        style_n=2,
-        modality_n=2,
-        encoding_size=2,
-        cond_pool=2000,
-        encoder_widths=[32, 64, 32],
-        batch_size=128,
-        steps=20,
-        lr=1e-3,
-        eval_samples=300,
-        checkpoint_every=5,
-        log_every=5,
-        device="cpu",
-    )
-    values.update(overrides)
-    return SimulationConfig(**values)
+    """A small but real configuration (configs/simulation/tiny.yaml): d = 6, content 2, tiny encoders."""
+    return load_config(CONFIGS / "tiny.yaml", overrides)
 
 
 # --- configuration ---------------------------------------------------------------------------
