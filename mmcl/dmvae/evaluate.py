@@ -72,6 +72,9 @@ from mmcl.paths import relative_to_folder
 # m_<i>_logvar: the posterior log-variances of q(m_i | x_i), probed beside the means because a
 # penalty that empties the mean can leave content in how noisy the draw is (docs/dmvae).
 REPRESENTATIONS = ("c", "c_image", "c_text", "m_image", "m_text", "m_image_logvar", "m_text_logvar")
+# the Multimodal3DIdent content factors, for tables of several runs (ablate); one evaluation
+# reads its own from the manifest through the factor classifier (its heads: the discrete,
+# non-constant content factors)
 CONTENT = ("object_shape", "object_xpos", "object_ypos")
 NONLINEAR = {"discrete": "mlp", "continuous": "kernel_ridge"}
 LINEAR = {"discrete": "logistic", "continuous": "linear"}
@@ -159,9 +162,9 @@ def write_embeddings(
 
 # ----------------------------------------------------------------------------- coherence
 def _count_images(pred: dict[str, torch.Tensor], truth: dict[str, torch.Tensor], counts: dict) -> None:
-    """Add the classifier's hits per content factor (and all three at once) to ``counts``."""
-    ok_all = torch.ones(len(truth[CONTENT[0]]), dtype=torch.bool)
-    for f in CONTENT:
+    """Add the classifier's hits per content factor of ``truth`` (and all at once) to ``counts``."""
+    ok_all = torch.ones(len(next(iter(truth.values()))), dtype=torch.bool)
+    for f in truth:
         ok = pred[f] == truth[f]
         counts[f] += int(ok.sum())
         ok_all &= ok
@@ -178,8 +181,8 @@ def _count_sentences(
         if parsed is None:
             continue
         counts["parsed"] += 1
-        oks = [getattr(parsed, f) == int(truth[f][i]) for f in CONTENT]
-        for f, ok in zip(CONTENT, oks):
+        oks = [getattr(parsed, f) == int(truth[f][i]) for f in truth]
+        for f, ok in zip(truth, oks):
             counts[f] += int(ok)
         counts["all"] += int(all(oks))
 
@@ -199,20 +202,21 @@ def coherence(
     g = torch.Generator().manual_seed(seed)
     cm = module.content_model
     dens = specific_priors or {}
-    t2i = {f: 0 for f in (*CONTENT, "all")}
-    i2t = {f: 0 for f in (*CONTENT, "all", "parsed")}
-    t2i_agg = {f: 0 for f in (*CONTENT, "all")}
-    i2t_agg = {f: 0 for f in (*CONTENT, "all", "parsed")}
-    t2i_gmm = {f: 0 for f in (*CONTENT, "all")}
-    i2t_gmm = {f: 0 for f in (*CONTENT, "all", "parsed")}
-    rec_img = {f: 0 for f in (*CONTENT, "all")}
-    rec_txt = {f: 0 for f in (*CONTENT, "all", "parsed")}
+    factors = tuple(classifier.factors)  # the manifest's discrete content factors
+    t2i = {f: 0 for f in (*factors, "all")}
+    i2t = {f: 0 for f in (*factors, "all", "parsed")}
+    t2i_agg = {f: 0 for f in (*factors, "all")}
+    i2t_agg = {f: 0 for f in (*factors, "all", "parsed")}
+    t2i_gmm = {f: 0 for f in (*factors, "all")}
+    i2t_gmm = {f: 0 for f in (*factors, "all", "parsed")}
+    rec_img = {f: 0 for f in (*factors, "all")}
+    rec_txt = {f: 0 for f in (*factors, "all", "parsed")}
     n = 0
     feats_real, feats_t2i = [], []
     for step, batch in enumerate(_loader(data, split)):
         b = len(batch["text"])
         n += b
-        truth = {f: batch["latents_image"][f] for f in CONTENT}
+        truth = {f: batch["latents_image"][f] for f in factors}
         feats_real.append(classifier.features(batch["image01"]))
         c_full = cm.content(image=batch["image"], text=batch["text"]).mean
         if "image" in module.modalities:
@@ -267,7 +271,8 @@ def unconditional(
     content = run.prior.sample(n, seed)
     g = torch.Generator().manual_seed(seed + 1)
     feats, parsed_n = [], 0
-    agree = {f: 0 for f in (*CONTENT, "all")}
+    factors = tuple(classifier.factors)  # the manifest's discrete content factors
+    agree = {f: 0 for f in (*factors, "all")}
     for start in range(0, n, batch_size):
         c = content[start : start + batch_size]
         b = len(c)
@@ -284,8 +289,8 @@ def unconditional(
                     continue
                 parsed_n += 1
                 if pred is not None:
-                    oks = [getattr(parsed, f) == int(pred[f][i]) for f in CONTENT]
-                    for f, ok in zip(CONTENT, oks):
+                    oks = [getattr(parsed, f) == int(pred[f][i]) for f in factors]
+                    for f, ok in zip(factors, oks):
                         agree[f] += int(ok)
                     agree["all"] += int(all(oks))
     out: dict[str, Any] = {"n": n}
@@ -408,13 +413,14 @@ def plot_probing_matrix(
     save_figure(fig, path)
 
 
-def leakage(matrix: dict) -> dict[str, dict[str, dict[str, float]]]:
-    """Content accuracy of m_i against chance, per probe family (the ablation's y-axis)."""
+def leakage(matrix: dict, content: tuple[str, ...] = CONTENT) -> dict[str, dict[str, dict[str, float]]]:
+    """Accuracy on the ``content`` factors from each latent against chance, per probe family
+    (for m_i: content leakage, the ablation's y-axis)."""
     out: dict[str, dict] = {}
     for family in ("linear", "nonlinear"):
         for rep in ("m_image", "m_text", "m_image_logvar", "m_text_logvar", "c", "c_image", "c_text"):
             cells = matrix[family].get(rep, {})
-            for f in CONTENT:
+            for f in content:
                 if f in cells:
                     out.setdefault(rep, {}).setdefault(family, {})[f] = cells[f]["score"]
                     out[rep].setdefault("chance", {})[f] = cells[f]["chance"]
@@ -575,7 +581,7 @@ def evaluate(
                 for f, cell in cells.items()
             ],
         )
-        metrics["leakage"] = leakage(matrix)
+        metrics["leakage"] = leakage(matrix, tuple(classifier.factors))
         part_done("probing")
         if "critic" not in skip:
             log("fresh-critic MI ...")
@@ -595,7 +601,7 @@ def evaluate(
             # I(content factors; m_i): c also carries what only the image shows (MoPoE-InfoNCE
             # contrasts c_A with a full set that contains A), which m_image must keep, so
             # I(c; m_image) > 0 even when no content is left (docs/dmvae, critic decomposition)
-            present = [f for f in CONTENT if f"factor:{f}" in arrays[split]]
+            present = [f for f in classifier.factors if f"factor:{f}" in arrays[split]]
             if present:
                 sizes = {
                     f: int(max(arrays[s][f"factor:{f}"].max() for s in ("val", split))) + 1 for f in present

@@ -249,6 +249,30 @@ def test_eval_writes_metrics_and_embeddings_for_mmcl_probe(tiny_run, tmp_path):
     )
 
 
+def test_coherence_scores_the_content_factors_the_classifier_was_built_for(tiny_run):
+    """Coherence reads its factors from the factor classifier (the manifest's discrete content
+    factors), not a fixed list: a classifier of shape and x alone gives rows of shape, x and
+    all, each a fraction."""
+    from mmcl.dmvae.classifier import FactorClassifier
+    from mmcl.dmvae.evaluate import coherence, leakage
+    from mmcl.dmvae.grammar import Grammar
+
+    run = load_run(tiny_run)
+    sizes = {f.name: int(f.n_values) for f in run.data.manifest.content_factors()}
+    assert list(sizes)[:3] == ["object_shape", "object_xpos", "object_ypos"]
+    torch.manual_seed(0)
+    two = FactorClassifier(
+        {k: sizes[k] for k in ("object_shape", "object_xpos")}, run.data.manifest.resolution
+    )
+    coh = coherence(run.module, two.eval(), Grammar(run.data.manifest), run.data, "test", 0)
+    for direction in ("text2image", "image2text", "reconstruction_image", "reconstruction_text"):
+        assert set(coh[direction]) - {"parsed"} == {"object_shape", "object_xpos", "all"}, direction
+        assert all(0 <= v <= 1 for v in coh[direction].values())
+    cell = {"score": 0.5, "chance": 0.2}
+    matrix = {"linear": {"m_image": {"object_shape": cell, "object_ypos": cell}}, "nonlinear": {}}
+    assert set(leakage(matrix, ("object_shape",))["m_image"]["linear"]) == {"object_shape"}
+
+
 def test_eval_probes_only_the_representations_asked_for(tiny_run, tmp_path, capsys):
     """`--probe-representations` (the demo leaves out the log-variances): only those latents
     are written and probed, the leakage table follows; an unknown name is one error line."""
