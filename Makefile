@@ -43,6 +43,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_probe.py
 	$(BIN)/python benchmarks/bench_demo_cpu.py
+	$(BIN)/python benchmarks/bench_integrity.py
 
 clean:
 	rm -rf runs/demo .pytest_cache

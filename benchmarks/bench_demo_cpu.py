@@ -317,10 +317,10 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from importlib.metadata import version
 
-    from mmcl.machine import cpu_summary
+    from mmcl.machine import machine_record
 
     result: dict = {
-        "machine": {"cpu": cpu_summary(), "cores": os.cpu_count(), "torch": version("torch")},
+        "machine": machine_record(torch=version("torch")),
         "command": f"python benchmarks/bench_demo_cpu.py --images {args.images} --sections {args.sections}"
         + (
             ""

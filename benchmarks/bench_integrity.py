@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -28,6 +26,7 @@ import torch
 
 from mmcl import png
 from mmcl.data import iter_shard
+from mmcl.machine import machine_record
 from mmcl.manifest import load_manifest
 from mmcl.paths import relative_inside
 from mmcl.png import TORCHVISION_DECODE, check_png
@@ -86,14 +85,7 @@ def main(argv=None) -> int:
             times[name].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "threads": 1,
-            "load_avg_1min": os.getloadavg()[0],
-        },  # fmt: skip
+        "machine": machine_record(torch=torch.__version__, threads=1),
         "settings": {
             "data": relative_inside(args.data, REPO),
             "split": args.split,

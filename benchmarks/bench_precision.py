@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     if args.child:
         print(json.dumps(measure()))
         return 0
-    from mmcl.machine import cpu_summary
+    from mmcl.machine import machine_record
 
     results = {}
     for name, env in CAPS.items():
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
     doc = {
         "what": "demo image encoder (ConvNet 64x64, max pool, batch 32), one thread, s/step",
-        "machine": {"cpu": cpu_summary(), "load_average": os.getloadavg()[0], "torch": torch.__version__},
+        "machine": machine_record(torch=torch.__version__),
         "results": results,
         "command": "python benchmarks/bench_precision.py",
     }

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -30,11 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmcl.machine import cpu_info
-
-
-def cpu_model() -> str:
-    return cpu_info()[0]
+from mmcl.machine import machine_record
 
 
 def make_data(n: int, n_test: int, d: int, factors: int, seed: int) -> tuple[np.ndarray, ...]:
@@ -154,22 +149,18 @@ def main(argv: list[str] | None = None) -> int:
             "encoding_size": args.dim,
             "factors": args.factors,
         },
-        "machine": {
-            "cpu": cpu_model(),
-            "cores": os.cpu_count(),
-            "threads_per_measurement": args.threads,
-            "parallel_measurements": args.parallel,
-            "platform": platform.platform(),
-            "python": sys.version.split()[0],
-            "torch": torch.__version__,
-            "sklearn": sklearn.__version__,
-            "numpy": np.__version__,
-            "scipy": scipy.__version__,
-            "blas": sorted({f"{i['internal_api']}:{i.get('version')}" for i in threadpool_info()}),
-            "gpu": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
-            "loadavg_before": [round(v, 2) for v in load_before],
-            "loadavg_after": [round(v, 2) for v in os.getloadavg()],
-        },
+        "machine": machine_record(
+            threads_per_measurement=args.threads,
+            parallel_measurements=args.parallel,
+            torch=torch.__version__,
+            sklearn=sklearn.__version__,
+            numpy=np.__version__,
+            scipy=scipy.__version__,
+            blas=sorted({f"{i['internal_api']}:{i.get('version')}" for i in threadpool_info()}),
+            gpu=torch.cuda.get_device_name(0) if args.device.startswith("cuda") else None,
+            loadavg_before=[round(v, 2) for v in load_before],
+            loadavg_after=[round(v, 2) for v in os.getloadavg()],
+        ),
         "sklearn_timed_on_factors": n_sk,
         "total_wall_s": round(time.perf_counter() - t0, 1),
         "timings": {k: round(v, 3) for k, v in timings.items()},

@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from datagen.quality import psnr, ssim
 from datagen.render import OBJECT_SCALE, SceneRenderer
 from datagen.sampling import sample
 from datagen.stages import ShardWorker, silence_blender, stdout_to_devnull
-from mmcl.machine import cpu_info
+from mmcl.machine import machine_record
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "bench"
 PSNR_TARGET = 35.0
@@ -48,17 +47,9 @@ NOISE_FLOOR_LATENTS = 10  # reference re-rendered with another seed, to show the
 
 
 def machine() -> dict:
-    cpu = cpu_info()[0]
     from importlib.metadata import version
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "bpy": version("bpy"),
-        "platform": platform.platform(),
-        "loadavg_at_start": os.getloadavg(),
-    }
+    return machine_record(bpy=version("bpy"))
 
 
 def bench_latents(n: int, seed: int = 2024):
@@ -290,8 +281,11 @@ class UpstreamProcedure:
             obj = bpy.data.objects.new(f"Shape{i}", data)
             bpy.data.libraries.write(str(path), {obj}, fake_user=True)
             self.shape_files.append(path)
-        self.out = r._out
+        self.out = r.output_path
         self._r = r
+
+    def close(self) -> None:
+        self._r.close()
 
     def render(self, p, seed: int) -> np.ndarray:
         from PIL import Image
@@ -445,7 +439,7 @@ def run_overhead(n: int, meshes) -> dict:
             before["scene_reload"].append(c1.cpu)
             before["mesh_append"].append(c2.cpu)
             before["sync_bvh_render"].append(c3.cpu)
-        up._r.close()
+        up.close()
     r = SceneRenderer(tiny, meshes, threads=renderer_threads())
     r.bpy.ops.render.render()
     for s in latents:

@@ -43,7 +43,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -55,7 +54,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmcl.machine import cpu_info
+from mmcl.machine import machine_record
 from mmcl.paths import relative_inside
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,21 +71,16 @@ VARIANTS: dict[str, dict] = {
 
 
 def machine() -> dict:
-    cpu = cpu_info()[0]
     from importlib.metadata import version
 
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torchvision": version("torchvision"),
-        "lightning": version("lightning"),
-        "cuda": torch.cuda.is_available(),
-        "platform": platform.platform(),
-    }
+    return machine_record(
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        torch_threads=torch.get_num_threads(),
+        torch=torch.__version__,
+        torchvision=version("torchvision"),
+        lightning=version("lightning"),
+        cuda=torch.cuda.is_available(),
+    )
 
 
 # ----------------------------------------------------------------------------- data

@@ -271,6 +271,11 @@ class SceneRenderer:
         with Image.open(self._out) as im:
             return np.asarray(im.convert("RGB"))
 
+    @property
+    def output_path(self) -> Path:
+        """The PNG file each render writes (in the renderer's own temporary folder)."""
+        return self._out
+
     def close(self) -> None:
         self._tmpdir.cleanup()
 

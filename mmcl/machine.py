@@ -44,3 +44,17 @@ def cpu_summary(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     model, flags = cpu_info(cpuinfo)
     shown = [f for f in TIMING_CPU_FLAGS if f in flags]
     return f"{model}, {os.cpu_count()} cores, flags: {' '.join(shown) or 'none of ' + ' '.join(TIMING_CPU_FLAGS)}"
+
+
+def machine_record(**extra) -> dict:
+    """The ``machine`` entry of a benchmark's JSON: the CPU line of :func:`cpu_summary` (model,
+    cores, vector flags), Python, platform and load average, plus ``extra`` (package versions,
+    threads)."""
+    return {
+        "cpu": cpu_summary(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        **extra,
+    }

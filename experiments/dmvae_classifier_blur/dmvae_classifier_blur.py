@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from torchvision.transforms.functional import gaussian_blur
 from mmcl.dmvae.classifier import load_classifier
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.losses import laplace_log_likelihood
+from mmcl.machine import machine_record
 from mmcl.probing.probes import chance_level
 
 # judge and load_split are the decoder-ceiling experiment's, in the folder beside this one
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
         "chance": {k: chance_level("discrete", latents[k].numpy()) for k in classifier.factors},
         "classifier_meta": {k: v for k, v in cls_meta.items() if k != "dataset"},
         "rows": rows,
-        "machine": {"processor": platform.processor() or platform.machine(), "threads": args.threads},
+        "machine": machine_record(threads=args.threads),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

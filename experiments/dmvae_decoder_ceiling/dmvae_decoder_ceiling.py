@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import sys
 import time
 from pathlib import Path
@@ -55,7 +54,7 @@ from mmcl.dmvae.classifier import load_classifier
 from mmcl.dmvae.data import DMVAEDataModule
 from mmcl.dmvae.losses import image_log_likelihood, laplace_log_likelihood
 from mmcl.dmvae.networks import IMAGE_DECODERS, image_decoder
-from mmcl.machine import cpu_summary
+from mmcl.machine import machine_record
 from mmcl.optim import lr_factor
 from mmcl.probing.probes import chance_level
 
@@ -283,11 +282,7 @@ def write_result(out: Path, args, argv, rows: list[dict], fixed: dict) -> dict:
         "settings": {k: v for k, v in vars(args).items() if k not in ("work",)},
         **fixed,
         "rows": rows,
-        "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpu": cpu_summary(),
-            "threads": args.threads,
-        },
+        "machine": machine_record(threads=args.threads),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import time
 import warnings
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 
 from mmcl.dmvae.synthetic import NOISE, fresh_mi, mean_probe_accuracy, specific_kl, train_image_stage2
+from mmcl.machine import machine_record
 
 GRIDS = {
     # which penalty (docs/dmvae/penalty_toy.json)
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             "content_noise": NOISE,
             "entropy_of_content_nats": 1.3863,
             "seed": 0,
-            "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": 1},
+            "machine": machine_record(torch=torch.__version__, threads=1),
             "rows": list(rows.values()),
         }
         tmp = args.out.with_suffix(".tmp")
