@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[2]
 
 TINY = REPO / "configs/simulation/tiny.yaml"  # what tests/mmcl/simulation trains too
