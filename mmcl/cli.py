@@ -53,7 +53,9 @@ def user_error_sentence(exc: BaseException) -> str:
         last = [line for line in text.splitlines() if line.strip()][-1]
         name = type(exc).__name__
         text = last.split(f"{name}: ", 1)[1] if f"{name}: " in last else last
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):  # jsonargparse: 'Parser key "k":' + the reason
+        return f"{lines[0]} {lines[1]}"
     return lines[0] if lines else type(exc).__name__
 
 

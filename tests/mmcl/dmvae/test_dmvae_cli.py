@@ -291,6 +291,17 @@ def test_eval_probes_only_the_representations_asked_for(tiny_run, tmp_path, caps
 
 
 # ----------------------------------------------------------------------------- bad input
+def test_a_flag_of_the_wrong_type_says_which_and_what_was_expected(tmp_path, capsys):
+    """jsonargparse puts the reason on the line after 'Parser key "stages":'; the one sentence
+    keeps both (it used to stop at the colon)."""
+    config = str(Path(__file__).resolve().parents[3] / "configs/dmvae/tiny.yaml")
+    argv = ["fit", "--config", config, "--out", str(tmp_path / "run"), "--data.root", str(tmp_path)]
+    assert dmvae_main([*argv, "--stages", "1", "2"]) == 2
+    err = capsys.readouterr().err
+    assert 'error: Parser key "stages": Expected a' in err and "Got value: 1" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_stage2_without_stage1_checkpoint(fake_shards, tmp_path, capsys):
     assert fit(fake_shards, tmp_path / "run", "--stages", "[2]") == 2
     err = capsys.readouterr().err
