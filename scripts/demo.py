@@ -459,7 +459,7 @@ def report_markdown(
 ) -> list[str]:
     total = sum(timings.values()) if wall_seconds is None else wall_seconds
     partners = {
-        name: [o for other in group if other is not lane for o in other]
+        name: [o for other in group if other != lane for o in other]
         for group in together
         for lane in group
         for name in lane

@@ -478,14 +478,13 @@ def evaluate(
         raise DMVAEError(
             f"--probe-representations: unknown {', '.join(unknown)}; expected some of {', '.join(REPRESENTATIONS)}"
         )
-    t0 = time.perf_counter()
+    t0 = mark = time.perf_counter()
     seconds: dict[str, float] = {}  # per part, in metrics.json: where an eval's time goes
-    mark = [t0]
 
     def part_done(name: str) -> None:
+        nonlocal mark
         now = time.perf_counter()
-        seconds[name] = round(now - mark[0], 1)
-        mark[0] = now
+        seconds[name], mark = round(now - mark, 1), now
         log(f"{name}: {seconds[name]:.0f}s")
 
     run = load_run(run_dir, data_root)

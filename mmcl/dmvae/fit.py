@@ -23,7 +23,8 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -505,8 +506,11 @@ def specific_samples(
     return _per_example(data, split, draw, max_samples)
 
 
-def _fit_prior(samples: np.ndarray, cfg, path: Path, meta: dict, what: str, log, encoded_s: float) -> None:
+def _fit_prior(draw: Callable[[], np.ndarray], cfg, path: Path, meta: dict, what: str, log) -> None:
+    """Fit and save the GMM on ``draw()``'s samples; logs the encoding and fitting times apart."""
     t0 = time.perf_counter()
+    samples = draw()
+    encoded_s, t0 = time.perf_counter() - t0, time.perf_counter()
     try:
         prior = fit_content_prior(samples, cfg.gmm.n_components, cfg.gmm.covariance_type, cfg.seed_everything)
     except ValueError as exc:
@@ -549,9 +553,8 @@ def run_gmm(cfg, layout: RunLayout, log=print) -> Path:
     }
     if not _up_to_date(layout.gmm, meta, log):
         content = load_content_module(s1_path, data.vocabulary)
-        t0 = time.perf_counter()
-        c = content_samples(content, data, "train", cfg.seed_everything, cfg.gmm.max_samples)
-        _fit_prior(c, cfg, layout.gmm, meta, "content embeddings", log, time.perf_counter() - t0)
+        draw = partial(content_samples, content, data, "train", cfg.seed_everything, cfg.gmm.max_samples)
+        _fit_prior(draw, cfg, layout.gmm, meta, "content embeddings", log)
     s2_path = layout.checkpoint("2")
     if not s2_path.is_file():
         log(f"gmm: no stage-2 checkpoint {s2_path} yet; the densities of m_i are fitted after stage 2")
@@ -571,9 +574,10 @@ def run_gmm(cfg, layout: RunLayout, log=print) -> Path:
             "fitted_on": f"one draw of m_{modality} ~ q(m_{modality} | x_{modality}) per training example",
         }
         if not _up_to_date(path, m_meta, log):
-            t0 = time.perf_counter()
-            m = specific_samples(module, data, modality, "train", cfg.seed_everything, cfg.gmm.max_samples)
-            _fit_prior(m, cfg, path, m_meta, f"draws of m_{modality}", log, time.perf_counter() - t0)
+            draw = partial(
+                specific_samples, module, data, modality, "train", cfg.seed_everything, cfg.gmm.max_samples
+            )
+            _fit_prior(draw, cfg, path, m_meta, f"draws of m_{modality}", log)
     return layout.gmm
 
 
@@ -587,8 +591,12 @@ def fit(argv: list[str], log=print) -> dict[str, Any]:
     saved = save_resolved_config(parser, cfg, layout)
     log(f"mmcl dmvae fit: run {layout.root}, stages {cfg.stages}, resolved config {saved}")
     out: dict[str, Any] = {"config": saved}
-    runners = {"1": ("stage1", run_stage1), "2": ("stage2", run_stage2), "gmm": ("gmm", run_gmm)}
-    runners["baseline"] = ("baseline", run_baseline)
+    runners = {
+        "1": ("stage1", run_stage1),
+        "2": ("stage2", run_stage2),
+        "gmm": ("gmm", run_gmm),
+        "baseline": ("baseline", run_baseline),
+    }
     for stage, (key, runner) in runners.items():
         if stage in cfg.stages:
             t0 = time.perf_counter()
