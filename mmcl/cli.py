@@ -81,6 +81,19 @@ def renamed_flags(argv: list[str], renamed: dict[str, str], prog: str) -> list[s
     return out
 
 
+def config_parser(prog: str, description: str):
+    """The parser of every command that reads a YAML config besides LightningCLI's own: jsonargparse
+    with ``--config FILE`` (a later ``--key VALUE`` wins over the file), raising its
+    ``ArgumentError`` instead of exiting, so that :func:`user_error` makes it one sentence."""
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    p = ArgumentParser(prog=prog, description=description, exit_on_error=False)
+    p.add_argument(
+        "--config", action=ActionConfigFile, help="YAML config; any key can also be given as --key VALUE"
+    )
+    return p
+
+
 def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
     """Run ``commands[argv[0]]``'s module ``main(argv[1:])``; user errors become one sentence."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -3,59 +3,74 @@
     mmcl simulate --config configs/simulation/cpu.yaml --out runs/simulation/cpu \\
         [--rows '[p0.75-cau]'] [--seeds '[0]'] [--steps 2000] ...
 
-Every simulation config key can be overridden as ``--key value`` (value parsed as YAML);
-unknown keys are an error. Re-running the same command resumes a killed grid.
+The parser is jsonargparse's, as for ``mmcl fit`` and ``mmcl dmvae fit``: ``--config FILE``, then
+every :class:`~mmcl.simulation.config.SimulationConfig` key as ``--key VALUE`` (later wins; the
+old ``--key-with-dashes`` spellings still work, with a deprecation line). An unknown key or a
+value of the wrong type is one sentence and exit status 2. Re-running the same command resumes a
+killed grid.
 """
 
 from __future__ import annotations
 
-import argparse
 import shlex
 import sys
 from pathlib import Path
 
-from mmcl.cli import user_error
-from mmcl.simulation.config import FIELDS, load_config, parse_override
+from mmcl.cli import config_parser, renamed_flags, user_error
+from mmcl.simulation.config import FIELDS, SimulationConfig, from_dict
 from mmcl.simulation.run import run_grid
 
+PROG = "mmcl simulate"
+# the spellings of the hand-written parser this one replaced
+DASHED = {"--" + name.replace("_", "-"): "--" + name for name in FIELDS if "_" in name}
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, dict]:
-    parser = argparse.ArgumentParser(
-        prog="mmcl simulate",
-        description="Numerical simulation of Table 8.1 (seed 003). Any config key can be given as "
-        f"--key VALUE (YAML); keys: {', '.join(FIELDS)}.",
+
+def build_parser():
+    p = config_parser(
+        PROG,
+        "Numerical simulation of Table 8.1 (seed 003). --config FILE (configs/simulation/*.yaml; "
+        "default: the paper's settings), then any config key as --key VALUE.",
     )
-    parser.add_argument("--config", help="YAML file (configs/simulation/*.yaml); default: paper settings")
-    parser.add_argument("--out", help="output directory (default runs/simulation/<config name>)")
-    args, rest = parser.parse_known_args(argv)
-    overrides = {}
-    i = 0
-    while i < len(rest):
-        token = rest[i]
-        if not token.startswith("--"):
-            parser.error(f"unexpected argument {token!r}; overrides take the form --key VALUE")
-        if "=" in token:
-            key, value = token.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(rest):
-                parser.error(f"override {token} needs a value")
-            key, value = token, rest[i + 1]
-            i += 2
-        name, parsed = parse_override(key, value)
-        overrides[name] = parsed
-    return args, overrides
+    p.add_argument(
+        "--out",
+        type=str | None,
+        default=None,
+        help="output directory (default runs/simulation/<config name>)",
+    )
+    p.add_class_arguments(SimulationConfig)
+    return p
+
+
+def parse_args(argv: list[str]) -> tuple[SimulationConfig, str | None, str]:
+    """(config, --out, config name) of ``argv``; a ``ValueError`` or jsonargparse ``ArgumentError``
+    with one sentence naming the key (and the config file where the key came from one)."""
+    from jsonargparse import ArgumentError
+
+    argv = renamed_flags(argv, DASHED, PROG)
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(argv)
+    except ArgumentError as exc:
+        files = [a for flag, a in zip(argv, argv[1:]) if flag == "--config"]
+        files += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+        if files and "is not accepted" in str(exc):  # a key of the YAML file, not of the command line
+            raise ValueError(f"{files[-1]}: {exc}; known keys: {sorted(FIELDS)}") from None
+        raise
+    files = ns.get("config") or []
+    source = str(files[-1].relative) if files else "defaults"
+    cfg = from_dict({name: ns[name] for name in FIELDS}, source)
+    return cfg, ns.out, Path(source).stem if files else "paper"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args, overrides = parse_args(argv)
-        cfg = load_config(args.config, overrides)
-    except ValueError as err:
-        return user_error("mmcl simulate", err)
-    name = Path(args.config).stem if args.config else "paper"
-    out = Path(args.out) if args.out else Path("runs/simulation") / name
+        cfg, out, name = parse_args(argv)
+    except Exception as exc:
+        if isinstance(exc, ValueError) or type(exc).__name__ == "ArgumentError":
+            return user_error(PROG, exc)
+        raise
+    out = Path(out) if out else Path("runs/simulation") / name
     command = "mmcl simulate " + shlex.join(argv)
     records = run_grid(cfg, out, command=command, log=lambda msg: print(msg, flush=True))
     print((out / "table.md").read_text())

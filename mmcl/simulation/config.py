@@ -247,13 +247,3 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
         raise ValueError(f"{source}: expected a mapping of simulation config keys")
     values = {**values, **(overrides or {})}
     return from_dict(values, source)
-
-
-def parse_override(key: str, text: str) -> tuple[str, Any]:
-    """``--encoding-size 3`` -> ("encoding_size", 3); values are parsed as YAML."""
-    name = key.lstrip("-").replace("-", "_")
-    if name not in FIELDS:
-        raise ValueError(
-            f"unknown simulation config key {name!r} on the command line; known keys: {sorted(FIELDS)}"
-        )
-    return name, yaml.safe_load(text)

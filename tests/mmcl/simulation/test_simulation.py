@@ -318,25 +318,25 @@ def test_cli_end_to_end_learns_content_and_writes_probe_readable_embeddings(tmp_
     args = [
         "--out",
         str(out),
-        "--content-n",
+        "--content_n",
         "2",
-        "--style-n",
+        "--style_n",
         "2",
-        "--modality-n",
+        "--modality_n",
         "2",
-        "--encoding-size",
+        "--encoding_size",
         "2",
-        "--cond-pool",
+        "--cond_pool",
         "2000",
-        "--encoder-widths",
+        "--encoder_widths",
         "[64, 128, 64]",
-        "--batch-size",
+        "--batch_size",
         "256",
         "--steps",
         "600",
         "--lr",
         "3e-3",
-        "--eval-samples",
+        "--eval_samples",
         "600",
         "--settings",
         "[multimodal]",
@@ -344,9 +344,9 @@ def test_cli_end_to_end_learns_content_and_writes_probe_readable_embeddings(tmp_
         "[p1.0]",
         "--seeds",
         "[0]",
-        "--log-every",
+        "--log_every",
         "200",
-        "--checkpoint-every",
+        "--checkpoint_every",
         "300",
         "--device",
         "cpu",
@@ -371,11 +371,37 @@ def test_cli_end_to_end_learns_content_and_writes_probe_readable_embeddings(tmp_
     assert "step" not in capsys.readouterr().out.split("# Numerical simulation")[0]
 
 
-def test_cli_rejects_unknown_override(capsys) -> None:
+def test_cli_rejects_unknown_override(tmp_path: Path, capsys) -> None:
+    """A mistyped key, on the command line or in the YAML file, is one sentence naming it and
+    exit 2; a value of the wrong type names its key and what was expected."""
     from mmcl.simulation.cli import main
 
-    assert main(["--batch-sise", "3"]) == 2
-    assert "unknown simulation config key 'batch_sise'" in capsys.readouterr().err
+    assert main(["--batch_sise", "3"]) == 2
+    assert "unrecognized arguments: --batch_sise 3" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: 3\nbatch_sise: 4\n")
+    assert main(["--config", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: Option 'batch_sise' is not accepted; known keys:" in err and len(err.splitlines()) == 1
+    assert main(["--steps", "many"]) == 2
+    assert "Parser key \"steps\": Expected a <class 'int'>. Got value: many" in capsys.readouterr().err
+    assert main(["--steps", "0"]) == 2
+    assert "simulation config key 'steps' must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_cli_keys_come_from_the_config_then_the_command_line_old_spellings_too(capsys) -> None:
+    """--config's values, overridden by --key VALUE; the dashed spelling of the old parser still
+    works with one deprecation line."""
+    from mmcl.simulation.cli import parse_args
+
+    cfg, out, name = parse_args(
+        ["--config", str(CONFIGS / "tiny.yaml"), "--steps", "7", "--batch-size", "33"]
+    )
+    assert (cfg.steps, cfg.batch_size, name, out) == (7, 33, "tiny", None)
+    assert cfg.encoding_size == tiny().encoding_size  # from the file
+    assert "--batch-size is deprecated, use --batch_size" in capsys.readouterr().err
+    cfg, _, name = parse_args(["--lr", "1e-3", "--discrete_block", "null", "--rows", "[p1.0]"])
+    assert (cfg.lr, cfg.discrete_block, cfg.rows, name) == (1e-3, None, ["p1.0"], "paper")
 
 
 @pytest.mark.slow
@@ -388,10 +414,10 @@ def test_sigkilled_cli_run_resumes_to_the_uninterrupted_result(tmp_path: Path) -
     import sys
     import time
 
-    args = ["--content-n", "2", "--style-n", "2", "--modality-n", "2", "--encoding-size", "2", "--cond-pool", "2000",
-            "--encoder-widths", "[64, 64]", "--batch-size", "128", "--steps", "600", "--lr", "1e-3",
-            "--eval-samples", "300", "--settings", "[multimodal]", "--rows", "[p0.75-cau]", "--seeds", "[0]",
-            "--log-every", "50", "--checkpoint-every", "50", "--device", "cpu", "--threads", "1"]  # fmt: skip
+    args = ["--content_n", "2", "--style_n", "2", "--modality_n", "2", "--encoding_size", "2", "--cond_pool", "2000",
+            "--encoder_widths", "[64, 64]", "--batch_size", "128", "--steps", "600", "--lr", "1e-3",
+            "--eval_samples", "300", "--settings", "[multimodal]", "--rows", "[p0.75-cau]", "--seeds", "[0]",
+            "--log_every", "50", "--checkpoint_every", "50", "--device", "cpu", "--threads", "1"]  # fmt: skip
     cmd = [sys.executable, "-m", "mmcl.cli", "simulate", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
     subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
