@@ -94,6 +94,21 @@ def config_parser(prog: str, description: str):
     return p
 
 
+def parse_config_args(parser, argv: list[str], what: str):
+    """``parser.parse_args(argv)`` of a :func:`config_parser`; a key of a ``--config`` file that
+    ``parser`` does not know is a ``ValueError`` naming the file (jsonargparse names only the key)."""
+    from jsonargparse import ArgumentError
+
+    try:
+        return parser.parse_args(argv)
+    except ArgumentError as exc:
+        files = [a for flag, a in zip(argv, argv[1:]) if flag == "--config"]
+        files += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+        if files and "is not accepted" in str(exc):  # a key of the YAML file, not of the command line
+            raise ValueError(f"{files[-1]}: {user_error_sentence(exc)} as a {what} config key") from None
+        raise
+
+
 def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:
     """Run ``commands[argv[0]]``'s module ``main(argv[1:])``; user errors become one sentence."""
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from mmcl.cli import config_parser, renamed_flags, user_error
+from mmcl.cli import config_parser, parse_config_args, renamed_flags, user_error
 from mmcl.simulation.config import FIELDS, SimulationConfig, from_dict
 from mmcl.simulation.run import run_grid
 
@@ -44,18 +44,7 @@ def build_parser():
 def parse_args(argv: list[str]) -> tuple[SimulationConfig, str | None, str]:
     """(config, --out, config name) of ``argv``; a ``ValueError`` or jsonargparse ``ArgumentError``
     with one sentence naming the key (and the config file where the key came from one)."""
-    from jsonargparse import ArgumentError
-
-    argv = renamed_flags(argv, DASHED, PROG)
-    parser = build_parser()
-    try:
-        ns = parser.parse_args(argv)
-    except ArgumentError as exc:
-        files = [a for flag, a in zip(argv, argv[1:]) if flag == "--config"]
-        files += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-        if files and "is not accepted" in str(exc):  # a key of the YAML file, not of the command line
-            raise ValueError(f"{files[-1]}: {exc}; known keys: {sorted(FIELDS)}") from None
-        raise
+    ns = parse_config_args(build_parser(), renamed_flags(argv, DASHED, PROG), "simulation")
     files = ns.get("config") or []
     source = str(files[-1].relative) if files else "defaults"
     cfg = from_dict({name: ns[name] for name in FIELDS}, source)

@@ -66,13 +66,19 @@ def load_sweep_config(path: str | Path, overrides: dict[str, Any] | None = None)
     if not path.is_file():
         raise SweepError(f"sweep config file {str(path)!r} does not exist")
     values = yaml.safe_load(path.read_text()) or {}
-    values.update(overrides or {})
+    if not isinstance(values, dict):
+        raise SweepError(f"{path}: expected a mapping of sweep config keys")
+    return sweep_config_from_dict({**values, **(overrides or {})}, str(path))
+
+
+def sweep_config_from_dict(values: dict[str, Any], path: str) -> SweepConfig:
+    """Check the sweep config ``values`` (read from ``path``); one sentence naming the key."""
     known = set(SweepConfig.__dataclass_fields__)
     unknown = sorted(set(values) - known)
     if unknown:
         raise SweepError(f"{path}: unknown sweep config key(s) {unknown}; known: {sorted(known)}")
     for key in ("kind", "encoding_sizes", "seeds"):
-        if key not in values:
+        if values.get(key) is None:
             raise SweepError(f"{path}: sweep config needs the key {key!r}")
     if values["kind"] not in KINDS:
         raise SweepError(f"{path}: 'kind' must be one of {KINDS}, got {values['kind']!r}")

@@ -47,10 +47,9 @@ def run_points(cfg: SweepConfig, out: Path, chosen: range, log=print) -> None:
         )
 
 
-def run_parallel(
-    cfg: SweepConfig, out: Path, config_path: str, jobs: int, overrides: list[str], log=print
-) -> None:
-    """Every point, ``jobs`` at a time, each in its own ``mmcl sweep --points`` process."""
+def run_parallel(cfg: SweepConfig, out: Path, config_args: list[str], jobs: int, log=print) -> None:
+    """Every point, ``jobs`` at a time, each in its own ``mmcl sweep CONFIG_ARGS --points`` process
+    (``config_args``: --config and the config keys of the parent command)."""
     todo = [i for i, (k, s) in enumerate(points(cfg)) if not point_file(out, k, s).exists()]
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1"}
@@ -59,7 +58,7 @@ def run_parallel(
     running: dict[int, tuple[subprocess.Popen, Any]] = {}
     failed: list[str] = []
     try:
-        _schedule(todo, running, failed, jobs, out, config_path, overrides, env, threads, log)
+        _schedule(todo, running, failed, jobs, out, config_args, env, threads, log)
     finally:  # interrupted: no point process is left running behind
         for proc, fh in running.values():
             proc.terminate()
@@ -75,8 +74,7 @@ def _schedule(
     failed: list[str],
     jobs: int,
     out: Path,
-    config_path: str,
-    overrides: list[str],
+    config_args: list[str],
     env: dict[str, str],
     threads: str,
     log,
@@ -88,8 +86,8 @@ def _schedule(
             log_path = out / "points" / f"point{i}.log"
             log_path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(log_path, "a")
-            cmd = [sys.executable, "-m", "mmcl.cli", "sweep", "--config", config_path, "--out", str(out)]
-            cmd += [*overrides, "--points", f"{i}:{i + 1}", "--no-collect"]
+            cmd = [sys.executable, "-m", "mmcl.cli", "sweep", *config_args, "--out", str(out)]
+            cmd += ["--points", f"{i}:{i + 1}", "--no-collect"]
             running[i] = (subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env), fh)
             log(f"[sweep] point {i} started ({threads} thread(s)), log {log_path}")
         time.sleep(0.5)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mmcl.sweep import SweepError, elbow, load_sweep_config, main
+from mmcl.sweep.config import fingerprint
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -25,10 +26,25 @@ def test_elbow_finds_the_knee() -> None:
     assert elbow([1, 2], [3.0, 1.0]) == 2
 
 
-def test_shipped_sweep_configs_load() -> None:
+def test_shipped_sweep_configs_load_the_same_through_the_command_line() -> None:
+    """`mmcl sweep`'s parser reads each shipped config to the config (and the fingerprint that
+    finished points are checked against) of the library's loader."""
+    from mmcl.sweep.cli import config_values
+
     for path in (REPO / "configs" / "sweep").glob("*.yaml"):
         cfg = load_sweep_config(path)
         assert cfg.encoding_sizes == sorted(cfg.encoding_sizes)
+        cli, _ = config_values(["--config", str(path), "--points", "0:1"])
+        assert cli == cfg and fingerprint(cli) == fingerprint(cfg), path.name
+    cli, _ = config_values(["--config", str(path), "--encoding-sizes", "[3, 1]", "--simulation.row=p0.75"])
+    assert cli.encoding_sizes == [1, 3] and cli.simulation.row == "p0.75"
+
+
+def test_point_processes_get_the_config_keys_and_not_the_scheduling_flags() -> None:
+    from mmcl.sweep.cli import config_args
+
+    argv = ["--config", "c.yaml", "--jobs", "2", "--seeds", "[0, 1]", "--collect", "--points=1:2", "--out=o"]
+    assert config_args(argv) == ["--config", "c.yaml", "--seeds", "[0, 1]", "--out=o"]
 
 
 def test_points_are_numbered_k_major_and_checked(tmp_path: Path, capsys) -> None:
@@ -44,11 +60,19 @@ def test_points_are_numbered_k_major_and_checked(tmp_path: Path, capsys) -> None
     assert "2\tencoding size 4\tseed 0\tto do" in capsys.readouterr().out
 
 
-def test_bad_sweep_config_is_one_sentence(tmp_path: Path) -> None:
+def test_bad_sweep_config_is_one_sentence(tmp_path: Path, capsys) -> None:
     path = tmp_path / "s.yaml"
     path.write_text(yaml.safe_dump({"kind": "simulation", "encoding_sizes": [1], "seeds": [0], "sedes": [1]}))
     with pytest.raises(SweepError, match=r"unknown sweep config key\(s\) \['sedes'\]"):
         load_sweep_config(path)
+    assert main(["--config", str(path), "--list"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"{path}: Option 'sedes' is not accepted as a sweep config key" in err and len(err.splitlines()) == 1
+    )
+    path.write_text(yaml.safe_dump({"kind": "simulation", "encoding_sizes": [1], "seeds": [0]}))
+    assert main(["--config", str(path), "--seeds", "[0, 0]", "--list"]) == 2
+    assert "'seeds' has duplicates: [0, 0]" in capsys.readouterr().err
     path.write_text(
         yaml.safe_dump(
             {"kind": "simulation", "encoding_sizes": [1], "seeds": [0], "simulation": {"rwo": "p1.0"}}
