@@ -29,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from mmcl.cli import renamed_flags, user_error
-from mmcl.dmvae.evaluate import CONTENT, evaluate
+from mmcl.dmvae.evaluate import evaluate
 from mmcl.dmvae.fit import fit
 from mmcl.dmvae.io import DMVAEError, RunLayout, read_checkpoint, save_figure
+from mmcl.dmvae.metrics import CONTENT
 from mmcl.io import write_csv, write_json
 from mmcl.manifest import DataError
 from mmcl.paths import relative_to_folder

@@ -254,8 +254,8 @@ def test_coherence_scores_the_content_factors_the_classifier_was_built_for(tiny_
     factors), not a fixed list: a classifier of shape and x alone gives rows of shape, x and
     all, each a fraction."""
     from mmcl.dmvae.classifier import FactorClassifier
-    from mmcl.dmvae.evaluate import coherence, leakage
     from mmcl.dmvae.grammar import Grammar
+    from mmcl.dmvae.metrics import coherence, leakage
 
     run = load_run(tiny_run)
     sizes = {f.name: int(f.n_values) for f in run.data.manifest.content_factors()}
@@ -435,7 +435,7 @@ def test_killed_fit_resumes_to_completion(fake_shards, tmp_path):
 
 
 def test_content_one_hot_concatenates_each_factor():
-    from mmcl.dmvae.evaluate import content_one_hot
+    from mmcl.dmvae.metrics import content_one_hot
 
     arrays = {"factor:object_shape": np.array([0, 2, 1]), "factor:object_xpos": np.array([1, 0, 1])}
     sizes = {"object_shape": 3, "object_xpos": 2}
