@@ -136,6 +136,152 @@ def data_log_likelihood(
     return categorical_log_likelihood(output, target)
 
 
+def check_options(
+    *,
+    content_hparams,
+    modalities,
+    delta,
+    specific_size,
+    content_sampling,
+    image_likelihood,
+    image_scale,
+    optimal_image_scale,
+    learn_image_scale,
+    foreground_weight,
+    delta_scale,
+    reference_dimensions,
+    discriminator_steps,
+    mi_penalty,
+    penalty_input,
+    text_decoder,
+    grad_clip,
+    lr,
+    discriminator_lr,
+    lr_schedule,
+    warmup_steps,
+    **networks,
+) -> tuple[list[str], dict[str, float], dict[str, int]]:
+    """(modalities, delta and m size per modality) of :class:`SpecificModule`'s arguments (the
+    sizes of its networks, ``networks``, are checked by the networks); a ``ValueError`` naming the
+    first bad ``stage2.model`` key."""
+    if not content_hparams:
+        raise ValueError(
+            "stage 2 needs the stage-1 model: train stage 1 first (`mmcl dmvae fit --stages 1`) "
+            "or set stage1_checkpoint"
+        )
+    modalities = list(MODALITIES if modalities is None else modalities)
+    if (
+        not modalities
+        or any(m not in MODALITIES for m in modalities)
+        or len(set(modalities)) != len(modalities)
+    ):
+        raise ValueError(
+            f"stage2.model.modalities must be distinct entries of {MODALITIES}, got {modalities}"
+        )
+    deltas = per_modality(delta, modalities, "delta")
+    for m, d in deltas.items():
+        if not isinstance(d, int | float) or isinstance(d, bool) or not d >= 0 or math.isinf(d):
+            raise ValueError(f"stage2.model.delta must be a finite number >= 0, got {d!r} for {m}")
+    sizes = per_modality(specific_size, modalities, "specific_size")
+    for s in sizes.values():
+        check_encoding_size(s)
+    if content_sampling not in ("mopoe", "full", "mean"):
+        raise ValueError(f"stage2.model.content_sampling must be mopoe|full|mean, got {content_sampling!r}")
+    if image_likelihood not in IMAGE_LIKELIHOODS:
+        raise ValueError(f"stage2.model.image_likelihood must be laplace|gaussian, got {image_likelihood!r}")
+    if not image_scale > 0:
+        raise ValueError(f"stage2.model.image_scale must be > 0, got {image_scale}")
+    if optimal_image_scale and learn_image_scale:
+        raise ValueError("stage2.model.optimal_image_scale and learn_image_scale exclude each other: set one")
+    if (
+        isinstance(foreground_weight, bool)
+        or not isinstance(foreground_weight, int | float)
+        or not foreground_weight >= 0
+    ):
+        raise ValueError(f"stage2.model.foreground_weight must be a number >= 0, got {foreground_weight!r}")
+    if delta_scale not in ("per_dimension", "none"):
+        raise ValueError(f"stage2.model.delta_scale must be per_dimension|none, got {delta_scale!r}")
+    if not isinstance(reference_dimensions, int) or reference_dimensions < 1:
+        raise ValueError(
+            f"stage2.model.reference_dimensions must be an integer >= 1, got {reference_dimensions!r}"
+        )
+    if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
+        raise ValueError(
+            f"stage2.model.discriminator_steps must be an integer >= 1, got {discriminator_steps!r}"
+        )
+    if mi_penalty not in ("density_ratio", "symmetric", "hsic"):
+        raise ValueError(f"stage2.model.mi_penalty must be density_ratio|symmetric|hsic, got {mi_penalty!r}")
+    if penalty_input not in ("sample", "mean", "whitened_mean", "both"):
+        raise ValueError(
+            f"stage2.model.penalty_input must be sample|mean|whitened_mean|both, got {penalty_input!r}"
+        )
+    if penalty_input != "sample" and mi_penalty != "hsic":
+        raise ValueError(
+            f"stage2.model.penalty_input: {penalty_input} needs mi_penalty: hsic (a critic is trained "
+            "on draws of m_i)"
+        )
+    if text_decoder not in ("autoregressive", "per_position"):
+        raise ValueError(
+            f"stage2.model.text_decoder must be autoregressive|per_position, got {text_decoder!r}"
+        )
+    if grad_clip < 0:
+        raise ValueError(f"stage2.model.grad_clip must be >= 0, got {grad_clip}")
+    check_schedule(lr, lr_schedule, warmup_steps, "stage2.model")
+    check_schedule(discriminator_lr, lr_schedule, warmup_steps, "stage2.model.discriminator")
+    return modalities, deltas, sizes
+
+
+def build_networks(
+    hp, chp, c_size: int, sizes: dict[str, int]
+) -> tuple[nn.ModuleDict, nn.ModuleDict, nn.ModuleDict]:
+    """The encoders q(m_i | x_i), decoders p(x_i | c, m_i) and critics D_i of the modalities of
+    ``sizes`` (m_i's size each) from ``hp`` (SpecificModule's hyperparameters; ``chp``: stage 1's),
+    built in the order that fixes their initial weights: per modality encoder, decoder, critic."""
+    encoders, decoders, discriminators = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
+    for m, size in sizes.items():  # in the order of the modalities
+        if m == "image":
+            encoders[m] = gaussian_image_encoder(
+                size, chp.image_resolution, hp.image_backbone, hp.image_hidden_size, hp.image_base_channels
+            )
+            decoders[m] = ImageDecoder(
+                c_size + size,
+                chp.image_resolution,
+                hp.decoder_base_channels,
+                res_blocks=hp.decoder_res_blocks,
+            )
+        else:
+            encoders[m] = gaussian_text_encoder(
+                size,
+                len(chp.vocabulary),
+                chp.max_text_length,
+                "convnet",
+                hp.text_embedding_dim,
+                hp.text_fbase,
+            )
+            if hp.text_decoder == "autoregressive":
+                vocab = list(chp.vocabulary)
+                decoders[m] = AutoregressiveTextDecoder(
+                    c_size + size,
+                    len(vocab),
+                    chp.max_text_length,
+                    hp.text_decoder_hidden,
+                    hp.text_decoder_embedding_dim,
+                    bos_id=vocab.index(BOS),
+                    eos_id=vocab.index(EOS),
+                    pad_id=vocab.index(PAD),
+                )
+            else:
+                decoders[m] = TextDecoder(
+                    c_size + size,
+                    len(chp.vocabulary),
+                    chp.max_text_length,
+                    hp.text_decoder_hidden,
+                    hp.text_decoder_position_size,
+                )
+        discriminators[m] = Discriminator(c_size, size, hp.discriminator_hidden, hp.discriminator_layers)
+    return encoders, decoders, discriminators
+
+
 class SpecificModule(ResumableRNG, pl.LightningModule):
     """Stage 2: per-modality conditional VAEs + MI discriminators on a frozen :class:`ContentModule`.
 
@@ -222,81 +368,8 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         grad_clip: float = 0.0,
     ):
         super().__init__()
-        if not content_hparams:
-            raise ValueError(
-                "stage 2 needs the stage-1 model: train stage 1 first (`mmcl dmvae fit --stages 1`) "
-                "or set stage1_checkpoint"
-            )
-        modalities = list(MODALITIES if modalities is None else modalities)
-        if (
-            not modalities
-            or any(m not in MODALITIES for m in modalities)
-            or len(set(modalities)) != len(modalities)
-        ):
-            raise ValueError(
-                f"stage2.model.modalities must be distinct entries of {MODALITIES}, got {modalities}"
-            )
-        deltas = per_modality(delta, modalities, "delta")
-        for m, d in deltas.items():
-            if not isinstance(d, int | float) or isinstance(d, bool) or not d >= 0 or math.isinf(d):
-                raise ValueError(f"stage2.model.delta must be a finite number >= 0, got {d!r} for {m}")
-        sizes = per_modality(specific_size, modalities, "specific_size")
-        for s in sizes.values():
-            check_encoding_size(s)
-        if content_sampling not in ("mopoe", "full", "mean"):
-            raise ValueError(
-                f"stage2.model.content_sampling must be mopoe|full|mean, got {content_sampling!r}"
-            )
-        if image_likelihood not in IMAGE_LIKELIHOODS:
-            raise ValueError(
-                f"stage2.model.image_likelihood must be laplace|gaussian, got {image_likelihood!r}"
-            )
-        if not image_scale > 0:
-            raise ValueError(f"stage2.model.image_scale must be > 0, got {image_scale}")
-        if optimal_image_scale and learn_image_scale:
-            raise ValueError(
-                "stage2.model.optimal_image_scale and learn_image_scale exclude each other: set one"
-            )
-        if (
-            isinstance(foreground_weight, bool)
-            or not isinstance(foreground_weight, int | float)
-            or not foreground_weight >= 0
-        ):
-            raise ValueError(
-                f"stage2.model.foreground_weight must be a number >= 0, got {foreground_weight!r}"
-            )
-        if delta_scale not in ("per_dimension", "none"):
-            raise ValueError(f"stage2.model.delta_scale must be per_dimension|none, got {delta_scale!r}")
-        if not isinstance(reference_dimensions, int) or reference_dimensions < 1:
-            raise ValueError(
-                f"stage2.model.reference_dimensions must be an integer >= 1, got {reference_dimensions!r}"
-            )
-        if not isinstance(discriminator_steps, int) or discriminator_steps < 1:
-            raise ValueError(
-                f"stage2.model.discriminator_steps must be an integer >= 1, got {discriminator_steps!r}"
-            )
-        if mi_penalty not in ("density_ratio", "symmetric", "hsic"):
-            raise ValueError(
-                f"stage2.model.mi_penalty must be density_ratio|symmetric|hsic, got {mi_penalty!r}"
-            )
-        if penalty_input not in ("sample", "mean", "whitened_mean", "both"):
-            raise ValueError(
-                f"stage2.model.penalty_input must be sample|mean|whitened_mean|both, got {penalty_input!r}"
-            )
-        if penalty_input != "sample" and mi_penalty != "hsic":
-            raise ValueError(
-                f"stage2.model.penalty_input: {penalty_input} needs mi_penalty: hsic (a critic is trained "
-                "on draws of m_i)"
-            )
-        if text_decoder not in ("autoregressive", "per_position"):
-            raise ValueError(
-                f"stage2.model.text_decoder must be autoregressive|per_position, got {text_decoder!r}"
-            )
-        if grad_clip < 0:
-            raise ValueError(f"stage2.model.grad_clip must be >= 0, got {grad_clip}")
-        check_schedule(lr, lr_schedule, warmup_steps, "stage2.model")
-        check_schedule(discriminator_lr, lr_schedule, warmup_steps, "stage2.model.discriminator")
         self.save_hyperparameters()
+        modalities, deltas, sizes = check_options(**self.hparams)
         self.automatic_optimization = False
         self.modalities = modalities
         self.deltas = {m: float(d) for m, d in deltas.items()}
@@ -314,44 +387,9 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             m: d * (self.dimensions[m] / reference_dimensions if delta_scale == "per_dimension" else 1.0)
             for m, d in self.deltas.items()
         }
-        c_size = self.content_model.encoding_size
-        self.encoders = nn.ModuleDict()
-        self.decoders = nn.ModuleDict()
-        self.discriminators = nn.ModuleDict()
-        for m in modalities:
-            size = sizes[m]
-            if m == "image":
-                self.encoders[m] = gaussian_image_encoder(
-                    size, chp.image_resolution, image_backbone, image_hidden_size, image_base_channels
-                )
-                self.decoders[m] = ImageDecoder(
-                    c_size + size, chp.image_resolution, decoder_base_channels, res_blocks=decoder_res_blocks
-                )
-            else:
-                self.encoders[m] = gaussian_text_encoder(
-                    size, len(chp.vocabulary), chp.max_text_length, "convnet", text_embedding_dim, text_fbase
-                )
-                if text_decoder == "autoregressive":
-                    vocab = list(chp.vocabulary)
-                    self.decoders[m] = AutoregressiveTextDecoder(
-                        c_size + size,
-                        len(vocab),
-                        chp.max_text_length,
-                        text_decoder_hidden,
-                        text_decoder_embedding_dim,
-                        bos_id=vocab.index(BOS),
-                        eos_id=vocab.index(EOS),
-                        pad_id=vocab.index(PAD),
-                    )
-                else:
-                    self.decoders[m] = TextDecoder(
-                        c_size + size,
-                        len(chp.vocabulary),
-                        chp.max_text_length,
-                        text_decoder_hidden,
-                        text_decoder_position_size,
-                    )
-            self.discriminators[m] = Discriminator(c_size, size, discriminator_hidden, discriminator_layers)
+        self.encoders, self.decoders, self.discriminators = build_networks(
+            self.hparams, chp, self.content_model.encoding_size, sizes
+        )
         self.image_log_scale = nn.Parameter(
             torch.tensor(math.log(image_scale)), requires_grad=learn_image_scale
         )
