@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from mmcl.cli import renamed_flags, user_error
+from mmcl.dmvae.classifier import content_factor_sizes
 from mmcl.dmvae.evaluate import evaluate
 from mmcl.dmvae.fit import fit
 from mmcl.dmvae.io import DMVAEError, RunLayout, read_checkpoint, save_figure
-from mmcl.dmvae.metrics import CONTENT
+from mmcl.dmvae.run import load_run
 from mmcl.io import write_csv, write_json
 from mmcl.manifest import DataError
 from mmcl.paths import relative_to_folder
@@ -118,8 +119,13 @@ def plot_ablation(rows: list[dict], path: Path, title: str = "") -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
 
+    # the content factors the runs' evaluations measured (their classifier's: the manifest's
+    # discrete content factors), in their order
+    content = [k.removeprefix("chance_") for k in rows[0] if k.startswith("chance_")]
+    spare = iter(("tab:red", "tab:cyan", "tab:olive", "tab:pink", "tab:gray"))
+    colours.update({f: next(spare, "tab:gray") for f in content if f not in colours})
     for ax, rep in zip(axes[:2], ("m_image", "m_text")):
-        for f in CONTENT:
+        for f in content:
             for family, style in (("nonlinear", "-o"), ("linear", "--s")):
                 key = f"leakage_{rep}_{family}_{f}"
                 if all(key in r for r in rows):
@@ -139,7 +145,7 @@ def plot_ablation(rows: list[dict], path: Path, title: str = "") -> None:
         ax.legend(fontsize=6)
     ax = axes[2]
     for direction, style in (("text2image", "-o"), ("image2text", "--s")):
-        for f in (*CONTENT, "all"):
+        for f in (*content, "all"):
             key = f"coherence_{direction}_{f}"
             if all(key in r for r in rows):
                 ax.plot(x, [r[key] for r in rows], style, color=colours[f], ms=4, label=f"{direction} {f}")
@@ -226,13 +232,14 @@ def ablate(
         layout = RunLayout(run)
         metrics = _metrics_current(layout.eval_dir, layout)
         if metrics is None:
+            content = content_factor_sizes(load_run(run).data.manifest.content_factors())
             metrics = evaluate(
                 run,
                 classifier_path=root / "factor_classifier.pt",
                 classifier_epochs=classifier_epochs,
                 seed=seed,
                 probes=["logistic", "mlp"] if not probe_all_factors else None,
-                probe_factors=None if probe_all_factors else list(CONTENT),
+                probe_factors=None if probe_all_factors else list(content),
                 log=log,
             )
         else:

@@ -59,10 +59,6 @@ from mmcl.manifest import Manifest
 # m_<i>_logvar: the posterior log-variances of q(m_i | x_i), probed beside the means because a
 # penalty that empties the mean can leave content in how noisy the draw is (docs/dmvae).
 REPRESENTATIONS = ("c", "c_image", "c_text", "m_image", "m_text", "m_image_logvar", "m_text_logvar")
-# the Multimodal3DIdent content factors, for tables of several runs (ablate); one evaluation
-# reads its own from the manifest through the factor classifier (its heads: the discrete,
-# non-constant content factors)
-CONTENT = ("object_shape", "object_xpos", "object_ypos")
 NONLINEAR = {"discrete": "mlp", "continuous": "kernel_ridge"}
 LINEAR = {"discrete": "logistic", "continuous": "linear"}
 
@@ -330,7 +326,7 @@ def probing_matrix(results: list[dict], factors: list[str]) -> dict[str, dict[st
     return out
 
 
-def leakage(matrix: dict, content: tuple[str, ...] = CONTENT) -> dict[str, dict[str, dict[str, float]]]:
+def leakage(matrix: dict, content: tuple[str, ...]) -> dict[str, dict[str, dict[str, float]]]:
     """Accuracy on the ``content`` factors from each latent against chance, per probe family
     (for m_i: content leakage, the ablation's y-axis)."""
     out: dict[str, dict] = {}

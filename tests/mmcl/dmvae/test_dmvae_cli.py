@@ -446,3 +446,28 @@ def test_content_one_hot_concatenates_each_factor():
     # a split without class 2 keeps its column: both splits have the same width
     other = {"factor:object_shape": np.array([0, 1]), "factor:object_xpos": np.array([1, 1])}
     assert content_one_hot(other, ["object_shape", "object_xpos"], sizes).shape == (2, 5)
+
+
+def test_ablate_fits_evaluates_and_tabulates_the_content_factors_of_the_manifest(
+    tiny_run, fake_shards, tmp_path
+):
+    """One delta of `mmcl dmvae ablate` on the tiny run's stage 1: the stage-2 run is fitted and
+    evaluated, and the table has a leakage column per discrete content factor of the manifest
+    (read from the run's data, not a fixed list) and no other probed factor."""
+    from mmcl.dmvae.classifier import content_factor_sizes
+    from mmcl.manifest import load_manifest
+
+    argv = ["ablate", "--config", str(CONFIG), "--deltas", "0", "--out", str(tmp_path / "abl"),
+            "--stage1_checkpoint", str(tiny_run / "stage1" / "checkpoints" / "last.ckpt"),
+            "--classifier-epochs", "1", "--data.root", str(fake_shards)]  # fmt: skip
+    assert dmvae_main(argv) == 0
+    rows = json.loads((tmp_path / "abl" / "ablation.json").read_text())["rows"]
+    content = list(content_factor_sizes(load_manifest(fake_shards).content_factors()))
+    assert content and len(rows) == 1
+    probed = {
+        k.removeprefix("leakage_m_image_nonlinear_")
+        for k in rows[0]
+        if k.startswith("leakage_m_image_nonlinear_")
+    }
+    assert probed == set(content)
+    assert (tmp_path / "abl" / "ablation.png").stat().st_size > 10_000
