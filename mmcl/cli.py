@@ -95,8 +95,9 @@ def config_parser(prog: str, description: str):
 
 
 def parse_config_args(parser, argv: list[str], what: str):
-    """``parser.parse_args(argv)`` of a :func:`config_parser`; a key of a ``--config`` file that
-    ``parser`` does not know is a ``ValueError`` naming the file (jsonargparse names only the key)."""
+    """``parser.parse_args(argv)`` of a :func:`config_parser`; any parse error is a ``ValueError``
+    (one of :data:`USER_ERRORS`) with jsonargparse's sentence, and a key of a ``--config`` file
+    that ``parser`` does not know names the file (jsonargparse names only the key)."""
     from jsonargparse import ArgumentError
 
     try:
@@ -106,7 +107,7 @@ def parse_config_args(parser, argv: list[str], what: str):
         files += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
         if files and "is not accepted" in str(exc):  # a key of the YAML file, not of the command line
             raise ValueError(f"{files[-1]}: {user_error_sentence(exc)} as a {what} config key") from None
-        raise
+        raise ValueError(user_error_sentence(exc)) from None
 
 
 def dispatch(prog: str, commands: dict[str, tuple[str, str]], argv: list[str] | None = None) -> int:

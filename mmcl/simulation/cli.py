@@ -42,8 +42,8 @@ def build_parser():
 
 
 def parse_args(argv: list[str]) -> tuple[SimulationConfig, str | None, str]:
-    """(config, --out, config name) of ``argv``; a ``ValueError`` or jsonargparse ``ArgumentError``
-    with one sentence naming the key (and the config file where the key came from one)."""
+    """(config, --out, config name) of ``argv``; a ``ValueError`` with one sentence naming the key
+    (and the config file where the key came from one)."""
     ns = parse_config_args(build_parser(), renamed_flags(argv, DASHED, PROG), "simulation")
     files = ns.get("config") or []
     source = str(files[-1].relative) if files else "defaults"
@@ -55,10 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cfg, out, name = parse_args(argv)
-    except Exception as exc:
-        if isinstance(exc, ValueError) or type(exc).__name__ == "ArgumentError":
-            return user_error(PROG, exc)
-        raise
+    except ValueError as exc:
+        return user_error(PROG, exc)
     out = Path(out) if out else Path("runs/simulation") / name
     command = "mmcl simulate " + shlex.join(argv)
     records = run_grid(cfg, out, command=command, log=lambda msg: print(msg, flush=True))

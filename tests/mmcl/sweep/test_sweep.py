@@ -73,6 +73,8 @@ def test_bad_sweep_config_is_one_sentence(tmp_path: Path, capsys) -> None:
     path.write_text(yaml.safe_dump({"kind": "simulation", "encoding_sizes": [1], "seeds": [0]}))
     assert main(["--config", str(path), "--seeds", "[0, 0]", "--list"]) == 2
     assert "'seeds' has duplicates: [0, 0]" in capsys.readouterr().err
+    assert main(["--config", str(path), "--jobs", "abc", "--list"]) == 2  # a flag's type, one sentence
+    assert "Parser key \"jobs\": Expected a <class 'int'>. Got value: abc" in capsys.readouterr().err
     path.write_text(
         yaml.safe_dump(
             {"kind": "simulation", "encoding_sizes": [1], "seeds": [0], "simulation": {"rwo": "p1.0"}}
