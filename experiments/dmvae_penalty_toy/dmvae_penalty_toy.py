@@ -47,6 +47,14 @@ GRIDS = {
         ("hsic", 4000.0, "whitened_mean"),
         ("hsic", 1000.0, "both"),
     ],
+    # the same with a probe of the log-variances too, and the penalties that also see them
+    # (docs/dmvae/penalty_posterior_toy.json)
+    "posterior": [
+        ("none", 0.0, "sample"),
+        ("hsic", 1000.0, "both"),
+        ("hsic", 1000.0, "posterior"),
+        ("hsic", 1000.0, "all"),
+    ],
 }
 
 
@@ -78,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             "training_critic_mi": metrics.get("stage2/image/mi"),
             "training_critic_accuracy": metrics.get("stage2/image/disc_acc"),
             "kl_m_image": specific_kl(module, pairs),
-            "mean_mlp_probe_accuracy": mean_probe_accuracy(module, pairs) if args.grid == "input" else None,
+            "mean_mlp_probe_accuracy": mean_probe_accuracy(module, pairs) if args.grid != "penalties" else None,
+            "logvar_mlp_probe_accuracy": mean_probe_accuracy(module, pairs, part="logvar")
+            if args.grid == "posterior"
+            else None,
             "elbo_last_step": metrics.get("stage2/image/elbo"),
             "seconds": round(time.perf_counter() - t0, 1),
         }

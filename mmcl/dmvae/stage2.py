@@ -24,7 +24,10 @@ of modality i ``delta_i * D_i / reference_dimensions * I_hat`` (D_i = the dimens
 log-likelihood sums over, reference 2 352, a 28x28x3 PolyMNIST image, where the thesis chose
 delta = 400); ``none`` is the thesis' literal objective. ``penalty_input`` says which m the penalty
 sees: ``sample`` (the draw the decoder gets), ``mean``, ``whitened_mean`` (the batch of means
-decorrelated to unit covariance) or ``both`` (the draw and the whitened means). What each choice
+decorrelated to unit covariance), ``both`` (the draw and the whitened means), ``posterior`` (the
+draw and the whitened batch of (mean, log-variance) pairs) or ``all`` (the draw, the whitened
+means and the whitened log-variances): a probe can read content from how noisy the draws are
+as well as from where they are centred. What each choice
 measured, and why the defaults are what they are: docs/dmvae/README.md, "Stage 2's options, as
 measured".
 
@@ -76,6 +79,8 @@ from mmcl.optim import ResumableRNG, check_schedule, scheduled
 from mmcl.tokenizer import BOS, EOS, PAD
 
 ContentSampling = Literal["mopoe", "full", "mean"]
+# what of q(m_i | x_i) the HSIC penalty sees (SpecificModule's penalty_input)
+PENALTY_INPUTS = ("sample", "mean", "whitened_mean", "both", "posterior", "all")
 
 
 def per_modality(value: Any, modalities: list[str], name: str) -> dict[str, Any]:
@@ -211,9 +216,9 @@ def check_options(
         )
     if mi_penalty not in ("density_ratio", "symmetric", "hsic"):
         raise ValueError(f"stage2.model.mi_penalty must be density_ratio|symmetric|hsic, got {mi_penalty!r}")
-    if penalty_input not in ("sample", "mean", "whitened_mean", "both"):
+    if penalty_input not in PENALTY_INPUTS:
         raise ValueError(
-            f"stage2.model.penalty_input must be sample|mean|whitened_mean|both, got {penalty_input!r}"
+            f"stage2.model.penalty_input must be {'|'.join(PENALTY_INPUTS)}, got {penalty_input!r}"
         )
     if penalty_input != "sample" and mi_penalty != "hsic":
         raise ValueError(
@@ -303,7 +308,9 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         penalty_input: what of q(m_i | x_i) the HSIC penalty sees: 'sample' (the draw the decoder
             gets), 'mean' (its mean, what a probe of m_i reads), 'whitened_mean' (the batch of
             means decorrelated to unit covariance first) or 'both' (the sum of the 'sample' and
-            'whitened_mean' penalties); see the module docstring.
+            'whitened_mean' penalties), 'posterior' (the draw and the whitened batch of (mean,
+            log-variance) pairs) or 'all' (the draw, the whitened means and the whitened
+            log-variances, three penalties summed); see the module docstring.
         content_sampling: 'mopoe' | 'full' | 'mean', see the module docstring.
         image_likelihood: 'laplace' or 'gaussian' on pixel intensities in [0, 1].
         image_scale: scale of the image likelihood (Laplace b or Gaussian sigma).
@@ -340,7 +347,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         reference_dimensions: int = 2352,
         discriminator_steps: int = 5,
         mi_penalty: Literal["density_ratio", "symmetric", "hsic"] = "density_ratio",
-        penalty_input: Literal["sample", "mean", "whitened_mean", "both"] = "sample",
+        penalty_input: Literal["sample", "mean", "whitened_mean", "both", "posterior", "all"] = "sample",
         content_sampling: ContentSampling = "mopoe",
         image_likelihood: Literal["laplace", "gaussian"] = "laplace",
         image_scale: float = 0.1,
@@ -535,6 +542,15 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
             return normalised_hsic(content, whiten(q_m.mean))
         if which == "both":
             return normalised_hsic(content, specific) + normalised_hsic(content, whiten(q_m.mean))
+        if which == "posterior":
+            posterior = whiten(torch.cat([q_m.mean, q_m.logvar], dim=-1))
+            return normalised_hsic(content, specific) + normalised_hsic(content, posterior)
+        if which == "all":
+            return (
+                normalised_hsic(content, specific)
+                + normalised_hsic(content, whiten(q_m.mean))
+                + normalised_hsic(content, whiten(q_m.logvar))
+            )
         return normalised_hsic(content, specific)
 
     def discriminator_loss(

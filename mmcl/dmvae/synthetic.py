@@ -96,17 +96,19 @@ def train_image_stage2(
 
 
 @torch.no_grad()
-def mean_probe_accuracy(module: SpecificModule, pairs: SyntheticPairs, seed: int = 0) -> float:
+def mean_probe_accuracy(
+    module: SpecificModule, pairs: SyntheticPairs, seed: int = 0, part: str = "mean"
+) -> float:
     """Accuracy of an MLP probe reading the square's cell k (chance ~0.25) from the *mean* of
-    q(m_img | x), fitted on one half of the examples and scored on the other: leakage as the
-    probes of ``mmcl dmvae eval`` measure it."""
+    q(m_img | x) (or, with ``part="logvar"``, from its log-variances), fitted on one half of the
+    examples and scored on the other: leakage as the probes of ``mmcl dmvae eval`` measure it."""
     from sklearn.neural_network import MLPClassifier
 
     idx = torch.arange(len(pairs.k))
-    mean = module.encode_specific("image", pairs.images(idx)).mean.numpy()
+    features = getattr(module.encode_specific("image", pairs.images(idx)), part).numpy()
     k, half = pairs.k.numpy(), len(idx) // 2
-    probe = MLPClassifier((64, 64), max_iter=500, random_state=seed).fit(mean[:half], k[:half])
-    return float(probe.score(mean[half:], k[half:]))
+    probe = MLPClassifier((64, 64), max_iter=500, random_state=seed).fit(features[:half], k[:half])
+    return float(probe.score(features[half:], k[half:]))
 
 
 @torch.no_grad()
