@@ -86,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
             "training_critic_mi": metrics.get("stage2/image/mi"),
             "training_critic_accuracy": metrics.get("stage2/image/disc_acc"),
             "kl_m_image": specific_kl(module, pairs),
-            "mean_mlp_probe_accuracy": mean_probe_accuracy(module, pairs) if args.grid != "penalties" else None,
+            "mean_mlp_probe_accuracy": mean_probe_accuracy(module, pairs)
+            if args.grid != "penalties"
+            else None,
             "logvar_mlp_probe_accuracy": mean_probe_accuracy(module, pairs, part="logvar")
             if args.grid == "posterior"
             else None,

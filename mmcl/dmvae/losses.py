@@ -270,6 +270,33 @@ def normalised_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (kx * ky).sum() / ((kx * kx).sum() * (ky * ky).sum()).sqrt().clamp_min(1e-12)
 
 
+def hsic_penalty(
+    content: torch.Tensor, q_m: Posterior, draw: torch.Tensor, which: str = "sample"
+) -> torch.Tensor:
+    """The normalised HSIC of c with what ``which`` names of q(m | x) (stage 2's
+    ``penalty_input``): ``sample`` the draw, ``mean`` the means, ``whitened_mean`` the whitened
+    batch of means, ``both`` draw + whitened means, ``posterior`` draw + the whitened batch of
+    (mean, log-variance) pairs, ``all`` draw + whitened means + whitened log-variances. A probe
+    can read content from how noisy the draws are (the log-variances) as well as from where they
+    are centred; a draw alone hides a dependence carried in the variance among the noise."""
+    if which == "mean":
+        return normalised_hsic(content, q_m.mean)
+    if which == "whitened_mean":
+        return normalised_hsic(content, whiten(q_m.mean))
+    penalty = normalised_hsic(content, draw)
+    if which == "both":
+        return penalty + normalised_hsic(content, whiten(q_m.mean))
+    if which == "posterior":
+        return penalty + normalised_hsic(content, whiten(torch.cat([q_m.mean, q_m.logvar], dim=-1)))
+    if which == "all":
+        return (
+            penalty
+            + normalised_hsic(content, whiten(q_m.mean))
+            + normalised_hsic(content, whiten(q_m.logvar))
+        )
+    return penalty
+
+
 def mutual_information_estimate(logits_joint: torch.Tensor) -> torch.Tensor:
     """Eq. 9.8: ``E_joint[log D / (1 - D)]``; with ``D = sigmoid(l)``, ``log D/(1-D) = l``."""
     return logits_joint.mean()

@@ -55,14 +55,13 @@ from mmcl.dmvae.losses import (
     categorical_log_likelihood,
     discriminator_bce,
     elbo,
+    hsic_penalty,
     image_log_likelihood,
     kl_standard_normal,
     mutual_information_estimate,
-    normalised_hsic,
     permute_pairs,
     poe,
     sample_gaussian,
-    whiten,
 )
 from mmcl.dmvae.networks import (
     AutoregressiveTextDecoder,
@@ -535,23 +534,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
 
     def hsic_penalty(self, content: torch.Tensor, q_m: Posterior, specific: torch.Tensor) -> torch.Tensor:
         """Normalised HSIC of c with what ``penalty_input`` names of q(m_i | x_i)."""
-        which = self.hparams.get("penalty_input", "sample")
-        if which == "mean":
-            return normalised_hsic(content, q_m.mean)
-        if which == "whitened_mean":
-            return normalised_hsic(content, whiten(q_m.mean))
-        if which == "both":
-            return normalised_hsic(content, specific) + normalised_hsic(content, whiten(q_m.mean))
-        if which == "posterior":
-            posterior = whiten(torch.cat([q_m.mean, q_m.logvar], dim=-1))
-            return normalised_hsic(content, specific) + normalised_hsic(content, posterior)
-        if which == "all":
-            return (
-                normalised_hsic(content, specific)
-                + normalised_hsic(content, whiten(q_m.mean))
-                + normalised_hsic(content, whiten(q_m.logvar))
-            )
-        return normalised_hsic(content, specific)
+        return hsic_penalty(content, q_m, specific, self.hparams.get("penalty_input", "sample"))
 
     def discriminator_loss(
         self, modality: str, content: torch.Tensor, specific: torch.Tensor, generator=None

@@ -15,6 +15,7 @@ from mmcl.dmvae.losses import (
     discriminator_bce,
     elbo,
     gaussian_log_likelihood,
+    hsic_penalty,
     kl_standard_normal,
     laplace_log_likelihood,
     mopoe_infonce,
@@ -253,3 +254,26 @@ def test_whitening_exposes_a_dependence_hidden_in_a_direction_of_small_variance(
     assert float(normalised_hsic(content, white)) > 0.3
     # and whitening does not invent a dependence where there is none
     assert float(normalised_hsic(content, whiten(torch.randn(256, 2, generator=g)))) < 0.05
+
+
+def test_posterior_penalties_see_content_carried_only_in_the_log_variances():
+    """At full scale a probe read x/y from m_img's log-variances (docs/dmvae/README.md): content
+    in how noisy the draws are, with the means free of it. ``both`` (draw + whitened means)
+    hardly sees that; ``posterior`` and ``all`` look at the log-variances and do."""
+    g = torch.Generator().manual_seed(0)
+    k = torch.randint(0, 4, (256,), generator=g).float()
+    content = torch.stack([torch.cos(k * math.pi / 2), torch.sin(k * math.pi / 2)], 1)
+    mean = torch.randn(256, 4, generator=g)
+    logvar = torch.randn(256, 4, generator=g) * 0.1
+    logvar[:, 0] += k - 6.0  # the cell k sets the noise of one dimension, tiny next to the mean's spread
+    q = Posterior(mean, logvar)
+    draw = mean + (0.5 * logvar).exp() * torch.randn(256, 4, generator=g)
+    both = float(hsic_penalty(content, q, draw, "both"))
+    posterior = float(hsic_penalty(content, q, draw, "posterior"))
+    every = float(hsic_penalty(content, q, draw, "all"))
+    assert both < 0.1
+    assert posterior > both + 0.2 and every > both + 0.2
+    # and with the content nowhere in q, no penalty finds it
+    q_free = Posterior(mean, torch.randn(256, 4, generator=g) * 0.1 - 6.0)
+    for which in ("both", "posterior", "all"):
+        assert float(hsic_penalty(content, q_free, draw, which)) < 0.15
