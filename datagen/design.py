@@ -1,5 +1,5 @@
 """A dataset's factor design: which factors exist, how each is distributed, which the sentence
-describes, and how the factors depend on each other (issue 17; after 3DIdentBox, Bizeul et al.,
+describes, and how the factors depend on each other (after 3DIdentBox, Bizeul et al.,
 CLeaR 2023, which does this for image pairs without text).
 
 The factors themselves are still the one table of :mod:`datagen.factors`; a design only sets,

@@ -2,7 +2,7 @@
 
 bf16 autocast is a speed-up only where the hardware does bf16 arithmetic natively: on a CPU
 without it (e.g. AMD Zen 2, Intel before Cooper Lake) every bf16 op is emulated and a step of
-the demo's ConvNets took ~12x as long as in fp32 (issue 28). So a trainer whose
+the demo's ConvNets takes many times as long as in fp32 (docs/benchmarks.md). So a trainer whose
 ``precision`` is left unset (``null`` in the YAML, no ``--trainer.precision``) gets:
 
 * on a CPU: ``bf16-mixed`` where the CPU reports native bf16 (x86 ``avx512_bf16`` or

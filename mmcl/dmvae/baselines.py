@@ -1,5 +1,5 @@
 """Joint multimodal VAE baselines on the DMVAE's networks: MVAE, MMVAE, MoPoE-VAE, MMVAE+
-(seed 003 §9.3, Table 9.1; seed 002 for MoPoE; seed 001 for impartial optimisation; issue 18).
+(seed 003 §9.3, Table 9.1; seed 002 for MoPoE; seed 001 for impartial optimisation).
 
 One :class:`BaselineModule` trains a shared latent z (and, for MMVAE+, modality-specific latents
 w_i) end to end with the objective named by ``objective`` (:mod:`mmcl.dmvae.losses`, "joint

@@ -183,8 +183,7 @@ def image_log_likelihood(
     ``foreground_weight`` W multiplies the log-density of the pixels :func:`foreground_mask` marks
     by ``1 + W``. With either, the sum is an objective, not a normalised density of x: the scale
     and the weights are read off x itself. What they buy on the demo data is measured in
-    docs/dmvae/README.md (issue 29: the decoder handed the true factors draws shape 0.30 after
-    2 000 steps with the fixed scale, 0.63 with both).
+    docs/dmvae/README.md (decoder families and likelihoods).
     """
     if optimal_scale:
         scale = optimal_image_scale(x, loc, likelihood)

@@ -54,8 +54,8 @@ class ContentModule(ResumableRNG, pl.LightningModule):
             expert is much more precise (here text: log-variance ~ -13 against ~ -9), the full-set
             PoE is nearly that expert, so for A = {text} and A = {both} the positive of Eq. 9.3 is
             nearly c_A itself and only the A = {image} third of the batch pulls the image expert
-            towards the text; the pairwise term contrasts the experts directly. Measured on the
-            demo's data in 1 200 steps (docs/dmvae/README.md, issue 28).
+            towards the text; the pairwise term contrasts the experts directly. What it measured on
+            the demo's data: docs/dmvae/README.md.
         optimizer: 'adam' (weight decay as L2 in the gradient) or 'adamw' (decoupled), as in
             ``mmcl fit``.
         lr, weight_decay, lr_schedule, warmup_steps: the optimiser and its schedule.

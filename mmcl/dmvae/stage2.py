@@ -319,7 +319,7 @@ class SpecificModule(ResumableRNG, pl.LightningModule):
         foreground_weight: W > 0 weighs the log-likelihood of the pixels that stand out from the
             image's border (:func:`mmcl.dmvae.losses.foreground_mask`) by 1 + W. With either of
             these two the image "log-likelihood" (and the ELBO eval reports) is the training
-            objective, not a normalised density; docs/dmvae (issue 29) has what they buy.
+            objective, not a normalised density; docs/dmvae/README.md has what they buy.
         image_backbone, image_hidden_size, image_base_channels: the q(m_img | x_img) encoder.
         decoder_base_channels: channels of the last transposed convolution (doubled towards
             the input, at most 256).
