@@ -269,6 +269,10 @@ def normalised_hsic(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (kx * ky).sum() / ((kx * kx).sum() * (ky * ky).sum()).sqrt().clamp_min(1e-12)
 
 
+# what of q(m | x) :func:`hsic_penalty` can see (stage 2's penalty_input)
+PENALTY_INPUTS = ("sample", "mean", "whitened_mean", "both", "posterior", "all")
+
+
 def hsic_penalty(
     content: torch.Tensor, q_m: Posterior, draw: torch.Tensor, which: str = "sample"
 ) -> torch.Tensor:
@@ -278,6 +282,8 @@ def hsic_penalty(
     (mean, log-variance) pairs, ``all`` draw + whitened means + whitened log-variances. A probe
     can read content from how noisy the draws are (the log-variances) as well as from where they
     are centred; a draw alone hides a dependence carried in the variance among the noise."""
+    if which not in PENALTY_INPUTS:
+        raise ValueError(f"penalty_input must be {'|'.join(PENALTY_INPUTS)}, got {which!r}")
     if which == "mean":
         return normalised_hsic(content, q_m.mean)
     if which == "whitened_mean":

@@ -52,6 +52,7 @@ from torch.func import functional_call
 from mmcl.dmvae.data import MODALITIES
 from mmcl.dmvae.losses import (
     IMAGE_LIKELIHOODS,
+    PENALTY_INPUTS,
     categorical_log_likelihood,
     discriminator_bce,
     elbo,
@@ -78,8 +79,6 @@ from mmcl.optim import ResumableRNG, check_schedule, scheduled
 from mmcl.tokenizer import BOS, EOS, PAD
 
 ContentSampling = Literal["mopoe", "full", "mean"]
-# what of q(m_i | x_i) the HSIC penalty sees (SpecificModule's penalty_input)
-PENALTY_INPUTS = ("sample", "mean", "whitened_mean", "both", "posterior", "all")
 
 
 def per_modality(value: Any, modalities: list[str], name: str) -> dict[str, Any]:
